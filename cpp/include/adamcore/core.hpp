@@ -1,0 +1,92 @@
+// core.hpp: adamcore's C++ core, with no Python: tensors described by pointer, dtype, shape and
+// strides; one call steps all of them. The nanobind module and the C ABI are thin layers on this.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "adamcore/adamcore.h"
+
+namespace adamcore {
+
+enum class DType : uint8_t { float16, bfloat16, float32, float64 };
+
+const char* dtype_name(DType dtype);
+size_t dtype_size(DType dtype);
+
+// A view of the caller's memory. Strides count elements, not bytes (as DLPack does).
+struct ArrayRef {
+    void* data = nullptr;
+    DType dtype = DType::float32;
+    int32_t ndim = 0;
+    const int64_t* shape = nullptr;
+    const int64_t* strides = nullptr;  // nullptr means C-contiguous
+};
+
+// Stride of dimension d in elements, also when strides is nullptr (C order).
+inline int64_t stride_of(const ArrayRef& a, int32_t d) {
+    if (a.strides) return a.strides[d];
+    int64_t stride = 1;
+    for (int32_t k = d + 1; k < a.ndim; ++k) stride *= a.shape[k];
+    return stride;
+}
+
+// One parameter, its gradient and its state. max_exp_avg_sq is used only with ADAMCORE_AMSGRAD.
+struct TensorRef {
+    ArrayRef param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq;
+    bool has_max_exp_avg_sq = false;
+    size_t hparams_index = 0;  // which entry of the call's hyperparameter table applies
+};
+
+// Errors carry a kind that each front end maps to its own (Python exception, C return code).
+enum class ErrorKind { invalid_value, invalid_dtype, not_finite, cuda, unavailable, internal };
+
+class Error : public std::runtime_error {
+public:
+    Error(ErrorKind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
+    ErrorKind kind() const { return kind_; }
+
+private:
+    ErrorKind kind_;
+};
+
+// Throws Error(invalid_value) naming the first hyperparameter out of range.
+void validate_hparams(const adamcore_hparams& hp);
+
+// The state dtype the kernels keep for a parameter dtype: float32 for 16-bit parameters.
+DType state_dtype_for(DType param);
+
+// Every check of SPEC §4 that the core can make (shapes, dtypes, sizes, overlap, hparams), for
+// all tensors, before anything is written. Throws Error; the CPU and CUDA steps call it first.
+void validate_step(const TensorRef* tensors, size_t count, const adamcore_hparams* hparams,
+                   size_t hparams_count);
+
+// One Adam step on CPU memory, for all tensors in one parallel region. Contiguous tensors (all
+// arrays with the same dense layout) take the vectorized kernels, the others a strided loop.
+// With check_finite, every gradient is checked (read-only) before any write.
+void cpu_adam_step(const TensorRef* tensors, size_t count, const adamcore_hparams* hparams,
+                   size_t hparams_count, bool check_finite);
+
+// Index of the first array (CPU memory, any layout) holding inf or NaN, or -1 if all are finite.
+int64_t cpu_first_nonfinite(const ArrayRef* arrays, size_t count);
+
+// Threads of the CPU core: default OMP_NUM_THREADS, else all cores. n >= 1.
+int get_num_threads();
+void set_num_threads(int n);
+
+// SIMD levels: compiled into this build, runnable on this CPU, and the one in use.
+std::vector<std::string> compiled_simd_levels();
+std::vector<std::string> supported_simd_levels();
+std::string simd_level();
+// Use a named level ("" picks the best supported; ADAMCORE_SIMD sets the first choice).
+void set_simd_level(const std::string& name);
+
+// Roofline probes for the bench, threaded like the step: the step's access pattern with trivial
+// arithmetic (4 streams read, 3 written: p += g, m += g, v += g), and a plain copy.
+void cpu_stream_probe(float* p, const float* g, float* m, float* v, int64_t n);
+void cpu_copy(float* dst, const float* src, int64_t n);
+
+}  // namespace adamcore

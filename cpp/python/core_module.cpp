@@ -1,0 +1,235 @@
+// core_module.cpp: adamcore._core, the nanobind binding of the CPU core.
+//
+// Arrays arrive through DLPack as untyped nb::ndarray, so nanobind never converts them; every
+// argument the core writes is also .noconvert(), so no call can quietly update a temporary copy.
+// The GIL is released while the kernels run.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "adamcore/adamcore.h"
+#include "adamcore/core.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace adamcore {
+namespace {
+
+using Array = nb::ndarray<>;
+using ReadOnlyArray = nb::ndarray<nb::ro>;
+// adamcore_hparams as Python passes it: (lr, beta1, beta2, eps, weight_decay, max_lr, step, flags)
+using HParamsTuple = std::tuple<double, double, double, double, double, double, int64_t, uint32_t>;
+
+std::vector<adamcore_hparams> to_hparams(const std::vector<HParamsTuple>& tuples) {
+    std::vector<adamcore_hparams> out(tuples.size());
+    for (size_t i = 0; i < tuples.size(); ++i) {
+        const auto& [lr, beta1, beta2, eps, weight_decay, max_lr, step, flags] = tuples[i];
+        out[i] = {lr, beta1, beta2, eps, weight_decay, max_lr, step, flags};
+    }
+    return out;
+}
+
+std::string dlpack_dtype_name(nb::dlpack::dtype dt) {
+    static const char* codes[] = {"int", "uint", "float", "opaque", "bfloat", "complex", "bool"};
+    const std::string code = dt.code < 7 ? codes[dt.code] : "code" + std::to_string(dt.code);
+    return code + std::to_string(dt.bits);
+}
+
+DType dtype_of(nb::dlpack::dtype dt, const char* role, size_t index) {
+    if (dt.lanes == 1) {
+        if (dt.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Float)) {
+            if (dt.bits == 16) return DType::float16;
+            if (dt.bits == 32) return DType::float32;
+            if (dt.bits == 64) return DType::float64;
+        }
+        if (dt.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Bfloat) && dt.bits == 16)
+            return DType::bfloat16;
+    }
+    throw Error(ErrorKind::invalid_dtype, std::string(role) + " " + std::to_string(index) +
+                                              " has dtype " + dlpack_dtype_name(dt) +
+                                              "; adamcore takes float16, bfloat16, float32 or "
+                                              "float64");
+}
+
+template <class A>
+ArrayRef array_ref(const A& a, const char* role, size_t index) {
+    if (a.device_type() != nb::device::cpu::value)
+        throw Error(ErrorKind::invalid_value, std::string(role) + " " + std::to_string(index) +
+                                                  " is not in CPU memory; the CPU core takes "
+                                                  "host arrays only");
+    ArrayRef ref;
+    ref.data = const_cast<void*>(static_cast<const void*>(a.data()));
+    ref.dtype = dtype_of(a.dtype(), role, index);
+    ref.ndim = static_cast<int32_t>(a.ndim());
+    ref.shape = a.shape_ptr();
+    ref.strides = a.stride_ptr();
+    return ref;
+}
+
+void check_count(size_t n, size_t expected, const char* what) {
+    if (n != expected)
+        throw Error(ErrorKind::invalid_value, "got " + std::to_string(n) + " " + what + " for " +
+                                                  std::to_string(expected) + " params");
+}
+
+// The arrays a step writes (params and state), imported once and held. An optimizer keeps one
+// between steps, so a step imports only its grads.
+class CpuPlan {
+public:
+    CpuPlan(std::vector<Array> params, std::vector<Array> exp_avgs, std::vector<Array> exp_avg_sqs,
+            std::vector<std::optional<Array>> max_exp_avg_sqs, std::vector<size_t> hparams_index)
+        : params_(std::move(params)),
+          exp_avgs_(std::move(exp_avgs)),
+          exp_avg_sqs_(std::move(exp_avg_sqs)),
+          max_exp_avg_sqs_(std::move(max_exp_avg_sqs)) {
+        const size_t n = params_.size();
+        check_count(exp_avgs_.size(), n, "exp_avgs");
+        check_count(exp_avg_sqs_.size(), n, "exp_avg_sqs");
+        if (!max_exp_avg_sqs_.empty()) check_count(max_exp_avg_sqs_.size(), n, "max_exp_avg_sqs");
+        if (!hparams_index.empty()) check_count(hparams_index.size(), n, "hparams indices");
+        tensors_.resize(n);
+        for (size_t i = 0; i < n; ++i) {
+            TensorRef& t = tensors_[i];
+            t.param = array_ref(params_[i], "param", i);
+            t.exp_avg = array_ref(exp_avgs_[i], "exp_avg", i);
+            t.exp_avg_sq = array_ref(exp_avg_sqs_[i], "exp_avg_sq", i);
+            if (!max_exp_avg_sqs_.empty() && max_exp_avg_sqs_[i]) {
+                t.max_exp_avg_sq = array_ref(*max_exp_avg_sqs_[i], "max_exp_avg_sq", i);
+                t.has_max_exp_avg_sq = true;
+            }
+            t.hparams_index = hparams_index.empty() ? 0 : hparams_index[i];
+        }
+    }
+
+    void step(const std::vector<ReadOnlyArray>& grads, const std::vector<HParamsTuple>& hparams_in,
+              bool check_finite) {
+        check_count(grads.size(), tensors_.size(), "grads");
+        for (size_t i = 0; i < grads.size(); ++i) tensors_[i].grad = array_ref(grads[i], "grad", i);
+        const std::vector<adamcore_hparams> hparams = to_hparams(hparams_in);
+        {
+            nb::gil_scoped_release release;
+            cpu_adam_step(tensors_.data(), tensors_.size(), hparams.data(), hparams.size(),
+                          check_finite);
+        }
+        for (TensorRef& t : tensors_) t.grad = ArrayRef{};  // the grads are not held past the call
+    }
+
+    size_t size() const { return tensors_.size(); }
+
+private:
+    std::vector<Array> params_, exp_avgs_, exp_avg_sqs_;
+    std::vector<std::optional<Array>> max_exp_avg_sqs_;
+    std::vector<TensorRef> tensors_;
+};
+
+void adam_step(std::vector<Array> params, const std::vector<ReadOnlyArray>& grads,
+               std::vector<Array> exp_avgs, std::vector<Array> exp_avg_sqs,
+               std::vector<std::optional<Array>> max_exp_avg_sqs, std::vector<size_t> hparams_index,
+               const std::vector<HParamsTuple>& hparams, bool check_finite) {
+    CpuPlan plan(std::move(params), std::move(exp_avgs), std::move(exp_avg_sqs),
+                 std::move(max_exp_avg_sqs), std::move(hparams_index));
+    plan.step(grads, hparams, check_finite);
+}
+
+int64_t first_nonfinite(const std::vector<ReadOnlyArray>& arrays) {
+    std::vector<ArrayRef> refs(arrays.size());
+    for (size_t i = 0; i < arrays.size(); ++i) refs[i] = array_ref(arrays[i], "array", i);
+    nb::gil_scoped_release release;
+    return cpu_first_nonfinite(refs.data(), refs.size());
+}
+
+using Contiguous = nb::ndarray<float, nb::c_contig, nb::device::cpu>;
+using ReadOnlyContiguous = nb::ndarray<const float, nb::c_contig, nb::device::cpu>;
+
+void require_same_size(size_t a, size_t b) {
+    if (a != b) throw Error(ErrorKind::invalid_value, "the probe's arrays differ in size");
+}
+
+}  // namespace
+}  // namespace adamcore
+
+NB_MODULE(_core, m) {
+    using namespace adamcore;
+    m.doc() = "adamcore's CPU core: one Adam/AdamW step over many arrays, SIMD and threaded.";
+
+    nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+        try {
+            std::rethrow_exception(p);
+        } catch (const Error& e) {
+            PyObject* type = PyExc_RuntimeError;
+            switch (e.kind()) {
+                case ErrorKind::invalid_value: type = PyExc_ValueError; break;
+                case ErrorKind::invalid_dtype: type = PyExc_TypeError; break;
+                case ErrorKind::not_finite: type = PyExc_FloatingPointError; break;
+                default: break;
+            }
+            PyErr_SetString(type, e.what());
+        }
+    });
+
+    m.attr("DECOUPLED_WEIGHT_DECAY") = ADAMCORE_DECOUPLED_WEIGHT_DECAY;
+    m.attr("DECOUPLE_LR") = ADAMCORE_DECOUPLE_LR;
+    m.attr("AMSGRAD") = ADAMCORE_AMSGRAD;
+    m.attr("MAXIMIZE") = ADAMCORE_MAXIMIZE;
+    m.attr("version") = adamcore_version();
+#if defined(_OPENMP)
+    m.attr("openmp") = true;
+#else
+    m.attr("openmp") = false;
+#endif
+
+    nb::class_<CpuPlan>(m, "CpuPlan",
+                        "The params and state of a step, imported once; step() takes the grads.")
+        .def(nb::init<std::vector<Array>, std::vector<Array>, std::vector<Array>,
+                      std::vector<std::optional<Array>>, std::vector<size_t>>(),
+             "params"_a.noconvert(), "exp_avgs"_a.noconvert(), "exp_avg_sqs"_a.noconvert(),
+             "max_exp_avg_sqs"_a.noconvert(), "hparams_index"_a)
+        .def("step", &CpuPlan::step, "grads"_a.noconvert(), "hparams"_a, "check_finite"_a = false)
+        .def("__len__", &CpuPlan::size);
+
+    m.def("adam_step", &adam_step, "params"_a.noconvert(), "grads"_a.noconvert(),
+          "exp_avgs"_a.noconvert(), "exp_avg_sqs"_a.noconvert(),
+          "max_exp_avg_sqs"_a.noconvert(), "hparams_index"_a, "hparams"_a,
+          "check_finite"_a = false,
+          "One step over all tensors: validates everything, then updates in place. "
+          "max_exp_avg_sqs may be empty, or hold None for tensors without amsgrad; "
+          "hparams_index (one per tensor, or empty for all 0) selects each tensor's hparams, "
+          "a tuple (lr, beta1, beta2, eps, weight_decay, max_lr, step, flags).");
+
+    m.def("first_nonfinite", &first_nonfinite, "arrays"_a.noconvert(),
+          "Index of the first array holding inf or NaN, or -1 when all are finite.");
+
+    m.def("get_num_threads", &get_num_threads);
+    m.def("set_num_threads", &set_num_threads, "n"_a);
+    m.def("compiled_simd_levels", &compiled_simd_levels);
+    m.def("supported_simd_levels", &supported_simd_levels);
+    m.def("simd_level", &simd_level);
+    m.def("set_simd_level", &set_simd_level, "name"_a);
+
+    m.def("stream_probe",
+          [](Contiguous p, ReadOnlyContiguous g, Contiguous mo, Contiguous v) {
+              require_same_size(p.size(), g.size());
+              require_same_size(p.size(), mo.size());
+              require_same_size(p.size(), v.size());
+              nb::gil_scoped_release release;
+              cpu_stream_probe(p.data(), g.data(), mo.data(), v.data(),
+                               static_cast<int64_t>(p.size()));
+          },
+          "p"_a.noconvert(), "g"_a.noconvert(), "m"_a.noconvert(), "v"_a.noconvert(),
+          "Roofline probe: the step's memory traffic (4 read, 3 written) with trivial arithmetic.");
+    m.def("copy",
+          [](Contiguous dst, ReadOnlyContiguous src) {
+              require_same_size(dst.size(), src.size());
+              nb::gil_scoped_release release;
+              cpu_copy(dst.data(), src.data(), static_cast<int64_t>(dst.size()));
+          },
+          "dst"_a.noconvert(), "src"_a.noconvert(), "Threaded copy, for the bench's roofline.");
+}

@@ -1,0 +1,174 @@
+// cpu_kernels.cpp: the vectorized CPU kernels of one SIMD level.
+//
+// CMake compiles this file once per level (baseline, avx2, avx512) with that level's -m flags and
+// -DADAMCORE_LEVEL=<level>. The loops are plain loops over adam_update() from update.h; the
+// compiler vectorizes them for the level's vector width. Nothing here may be shared across levels
+// (that is why everything sits in a per-level namespace and update.h's helpers are static).
+#include <type_traits>
+
+#include "adamcore/half.h"
+#include "adamcore/update.h"
+#include "cpu_kernels.h"
+
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+#ifndef ADAMCORE_LEVEL
+#error "compile with -DADAMCORE_LEVEL=<name of the SIMD level>"
+#endif
+
+#define ADAMCORE_JOIN2(a, b) a##b
+#define ADAMCORE_JOIN(a, b) ADAMCORE_JOIN2(a, b)
+#define ADAMCORE_STR2(a) #a
+#define ADAMCORE_STR(a) ADAMCORE_STR2(a)
+
+namespace adamcore::cpu {
+namespace ADAMCORE_JOIN(level_, ADAMCORE_LEVEL) {
+
+// p, m, v (and vmax) updated in place over n consecutive elements of one arithmetic type.
+template <bool L2, bool AMSGRAD, class T>
+void update_run(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v,
+                T* __restrict vmax, int64_t n, const Coeffs<T>& coeffs) {
+    const Coeffs<T> c = coeffs;  // a local copy: the compiler knows no store can change it
+    for (int64_t i = 0; i < n; ++i) {
+        T pi = p[i], mi = m[i], vi = v[i];
+        T vmaxi = AMSGRAD ? vmax[i] : T(0);
+        adam_update<L2, AMSGRAD>(pi, g[i], mi, vi, vmaxi, c);
+        p[i] = pi;
+        m[i] = mi;
+        v[i] = vi;
+        if (AMSGRAD) vmax[i] = vmaxi;
+    }
+}
+
+template <class H>
+void widen_run(const H* __restrict src, float* __restrict dst, int64_t n) {
+    int64_t i = 0;
+#if defined(__F16C__)
+    if constexpr (std::is_same_v<H, float16>) {
+        for (; i + 8 <= n; i += 8) {
+            const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+            _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+        }
+    }
+#endif
+    for (; i < n; ++i) dst[i] = widen(src[i]);
+}
+
+template <class H>
+void narrow_run(const float* __restrict src, H* __restrict dst, int64_t n) {
+    int64_t i = 0;
+#if defined(__F16C__)
+    if constexpr (std::is_same_v<H, float16>) {
+        for (; i + 8 <= n; i += 8) {
+            const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT);
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), h);
+        }
+    }
+#endif
+    for (; i < n; ++i) dst[i] = narrow(src[i], H{});
+}
+
+// 16-bit parameters: widen a block to float32 in L1, run the float32 loop, narrow it back.
+template <bool L2, bool AMSGRAD, class P, class G>
+void update_run_16bit(P* p, const G* g, float* m, float* v, float* vmax, int64_t n,
+                      const Coeffs<float>& c) {
+    constexpr int64_t block = 512;
+    alignas(64) float p_block[block];
+    alignas(64) float g_block[block];
+    for (int64_t start = 0; start < n; start += block) {
+        const int64_t len = n - start < block ? n - start : block;
+        widen_run(p + start, p_block, len);
+        const float* g_float;
+        if constexpr (std::is_same_v<G, float>) {
+            g_float = g + start;
+        } else {
+            widen_run(g + start, g_block, len);
+            g_float = g_block;
+        }
+        update_run<L2, AMSGRAD>(p_block, g_float, m + start, v + start,
+                                AMSGRAD ? vmax + start : nullptr, len, c);
+        narrow_run(p_block, p + start, len);
+    }
+}
+
+template <int C, bool L2, bool AMSGRAD>
+void dense(const DenseTensor& t, int64_t begin, int64_t end, const StepCoeffs& c) {
+    using P = typename ComboTypes<C>::P;
+    using G = typename ComboTypes<C>::G;
+    using S = std::conditional_t<std::is_same_v<P, double>, double, float>;
+    P* p = static_cast<P*>(t.param) + begin;
+    const G* g = static_cast<const G*>(t.grad) + begin;
+    S* m = static_cast<S*>(t.exp_avg) + begin;
+    S* v = static_cast<S*>(t.exp_avg_sq) + begin;
+    S* vmax = AMSGRAD ? static_cast<S*>(t.max_exp_avg_sq) + begin : nullptr;
+    const int64_t n = end - begin;
+    if constexpr (std::is_same_v<P, double>) {
+        update_run<L2, AMSGRAD>(p, g, m, v, vmax, n, c.f64);
+    } else if constexpr (std::is_same_v<P, float>) {
+        update_run<L2, AMSGRAD>(p, g, m, v, vmax, n, c.f32);
+    } else {
+        update_run_16bit<L2, AMSGRAD>(p, g, m, v, vmax, n, c.f32);
+    }
+}
+
+// x - x is 0 for finite x and NaN for inf and NaN; the loop has no branch, so it vectorizes.
+template <class T>
+bool all_finite(const void* data, int64_t n) {
+    const T* x = static_cast<const T*>(data);
+    bool finite = true;
+    for (int64_t i = 0; i < n; ++i) finite &= (x[i] - x[i]) == T(0);
+    return finite;
+}
+
+// 16-bit values are finite unless every exponent bit is set.
+template <class H, uint16_t exponent_mask>
+bool all_finite_16bit(const void* data, int64_t n) {
+    const H* x = static_cast<const H*>(data);
+    bool finite = true;
+    for (int64_t i = 0; i < n; ++i) finite &= (x[i].bits & exponent_mask) != exponent_mask;
+    return finite;
+}
+
+void stream_probe(float* __restrict p, const float* __restrict g, float* __restrict m,
+                  float* __restrict v, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+        const float gi = g[i];
+        p[i] = p[i] + gi;
+        m[i] = m[i] + gi;
+        v[i] = v[i] + gi;
+    }
+}
+
+template <int C>
+constexpr void fill_combo(KernelTable& table) {
+    table.dense[C][0][0] = &dense<C, false, false>;
+    table.dense[C][0][1] = &dense<C, false, true>;
+    table.dense[C][1][0] = &dense<C, true, false>;
+    table.dense[C][1][1] = &dense<C, true, true>;
+}
+
+constexpr KernelTable make_table() {
+    KernelTable table{};
+    table.name = ADAMCORE_STR(ADAMCORE_LEVEL);
+    fill_combo<f32>(table);
+    fill_combo<f64>(table);
+    fill_combo<f16_f16>(table);
+    fill_combo<f16_f32>(table);
+    fill_combo<bf16_bf16>(table);
+    fill_combo<bf16_f32>(table);
+    table.all_finite[static_cast<int>(DType::float16)] = &all_finite_16bit<float16, 0x7c00>;
+    table.all_finite[static_cast<int>(DType::bfloat16)] = &all_finite_16bit<bfloat16, 0x7f80>;
+    table.all_finite[static_cast<int>(DType::float32)] = &all_finite<float>;
+    table.all_finite[static_cast<int>(DType::float64)] = &all_finite<double>;
+    table.stream_probe = &stream_probe;
+    return table;
+}
+
+}  // namespace level_<ADAMCORE_LEVEL>
+
+const KernelTable ADAMCORE_JOIN(ADAMCORE_LEVEL, _kernels) =
+    ADAMCORE_JOIN(level_, ADAMCORE_LEVEL)::make_table();
+
+}  // namespace adamcore::cpu

@@ -1,0 +1,212 @@
+// validate.cpp: every check the core makes before it writes (SPEC §4), shared by all backends.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <string>
+
+#include "adamcore/core.hpp"
+
+namespace adamcore {
+
+const char* dtype_name(DType dtype) {
+    switch (dtype) {
+        case DType::float16: return "float16";
+        case DType::bfloat16: return "bfloat16";
+        case DType::float32: return "float32";
+        case DType::float64: return "float64";
+    }
+    return "unknown";
+}
+
+size_t dtype_size(DType dtype) {
+    switch (dtype) {
+        case DType::float16:
+        case DType::bfloat16: return 2;
+        case DType::float32: return 4;
+        case DType::float64: return 8;
+    }
+    return 0;
+}
+
+DType state_dtype_for(DType param) {
+    return param == DType::float64 ? DType::float64 : DType::float32;
+}
+
+namespace {
+
+[[noreturn]] void fail(ErrorKind kind, const std::string& message) { throw Error(kind, message); }
+
+std::string number(double x) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", x);
+    return buf;
+}
+
+// Formats a shape as Python prints a tuple: (), (5,), (2, 3).
+std::string shape_text(const ArrayRef& a) {
+    std::string s = "(";
+    for (int32_t d = 0; d < a.ndim; ++d) {
+        if (d) s += ", ";
+        s += std::to_string(a.shape[d]);
+    }
+    return s + (a.ndim == 1 ? ",)" : ")");
+}
+
+bool same_shape(const ArrayRef& a, const ArrayRef& b) {
+    return a.ndim == b.ndim && std::equal(a.shape, a.shape + a.ndim, b.shape);
+}
+
+std::string nth(const char* name, size_t i) { return std::string(name) + " " + std::to_string(i); }
+
+int64_t element_count(const ArrayRef& a, size_t i) {
+    int64_t n = 1;
+    for (int32_t d = 0; d < a.ndim; ++d) {
+        if (a.shape[d] < 0) fail(ErrorKind::invalid_value, nth("param", i) + " has a negative extent");
+        if (a.shape[d] != 0 && n > std::numeric_limits<int64_t>::max() / a.shape[d])
+            fail(ErrorKind::invalid_value,
+                 nth("param", i) + " has more elements than int64 can count");
+        n *= a.shape[d];
+    }
+    return n;
+}
+
+// Lowest and one-past-highest element offsets a non-empty array touches (its memory footprint).
+void footprint(const ArrayRef& a, int64_t* low, int64_t* high) {
+    *low = 0;
+    *high = 1;
+    for (int32_t d = 0; d < a.ndim; ++d) {
+        const int64_t reach = (a.shape[d] - 1) * stride_of(a, d);
+        (reach < 0 ? *low : *high) += reach;
+    }
+}
+
+// An array the step writes must not alias itself: no zero stride over an extent > 1.
+void check_no_self_overlap(const ArrayRef& a, const char* name, size_t i) {
+    for (int32_t d = 0; d < a.ndim; ++d)
+        if (a.shape[d] > 1 && stride_of(a, d) == 0)
+            fail(ErrorKind::invalid_value,
+                 nth(name, i) + " has a zero stride (a broadcast view); the step cannot write it");
+}
+
+bool ranges_overlap(const ArrayRef& a, const ArrayRef& b) {
+    int64_t a_low, a_high, b_low, b_high;
+    footprint(a, &a_low, &a_high);
+    footprint(b, &b_low, &b_high);
+    const char* a0 = static_cast<const char*>(a.data);
+    const char* b0 = static_cast<const char*>(b.data);
+    const auto sa = static_cast<int64_t>(dtype_size(a.dtype));
+    const auto sb = static_cast<int64_t>(dtype_size(b.dtype));
+    return a0 + a_low * sa < b0 + b_high * sb && b0 + b_low * sb < a0 + a_high * sa;
+}
+
+bool grad_dtype_ok(DType param, DType grad) {
+    if (grad == param) return true;
+    return grad == DType::float32 && (param == DType::float16 || param == DType::bfloat16);
+}
+
+struct Named {
+    const ArrayRef* array;
+    const char* name;
+    bool written;
+};
+
+// Messages are built only on failure: this runs for every tensor of every step.
+void validate_tensor(const TensorRef& t, size_t i, const adamcore_hparams* hparams,
+                     size_t hparams_count) {
+    if (t.hparams_index >= hparams_count)
+        fail(ErrorKind::invalid_value, nth("tensor", i) + " refers to hyperparameter set " +
+                                           std::to_string(t.hparams_index) + " of " +
+                                           std::to_string(hparams_count));
+    const bool amsgrad = hparams[t.hparams_index].flags & ADAMCORE_AMSGRAD;
+    if (amsgrad && !t.has_max_exp_avg_sq)
+        fail(ErrorKind::invalid_value, nth("max_exp_avg_sq", i) + " is missing (amsgrad is on)");
+
+    const Named arrays[] = {{&t.param, "param", true},
+                            {&t.grad, "grad", false},
+                            {&t.exp_avg, "exp_avg", true},
+                            {&t.exp_avg_sq, "exp_avg_sq", true},
+                            {&t.max_exp_avg_sq, "max_exp_avg_sq", true}};
+    const size_t used = amsgrad ? 5 : 4;
+
+    if (t.param.ndim < 0 || t.param.ndim > 64)
+        fail(ErrorKind::invalid_value, nth("param", i) + " has " + std::to_string(t.param.ndim) +
+                                           " dimensions; adamcore takes 0 to 64");
+    const int64_t n = element_count(t.param, i);
+    for (size_t k = 1; k < used; ++k) {
+        if (!same_shape(*arrays[k].array, t.param))
+            fail(ErrorKind::invalid_value, nth(arrays[k].name, i) + " has shape " +
+                                               shape_text(*arrays[k].array) + " but " +
+                                               nth("param", i) + " has shape " +
+                                               shape_text(t.param));
+    }
+
+    if (!grad_dtype_ok(t.param.dtype, t.grad.dtype)) {
+        const bool half = t.param.dtype == DType::float16 || t.param.dtype == DType::bfloat16;
+        fail(ErrorKind::invalid_dtype, nth("grad", i) + " has dtype " + dtype_name(t.grad.dtype) +
+                                           " but " + nth("param", i) + " has dtype " +
+                                           dtype_name(t.param.dtype) + "; its grad must be " +
+                                           dtype_name(t.param.dtype) + (half ? " or float32" : ""));
+    }
+    const DType state = state_dtype_for(t.param.dtype);
+    for (size_t k = 2; k < used; ++k) {
+        if (arrays[k].array->dtype != state)
+            fail(ErrorKind::invalid_dtype, nth(arrays[k].name, i) + " has dtype " +
+                                               dtype_name(arrays[k].array->dtype) + "; a " +
+                                               dtype_name(t.param.dtype) +
+                                               " parameter keeps its state in " +
+                                               dtype_name(state));
+    }
+
+    if (n == 0) return;
+    for (size_t k = 0; k < used; ++k) {
+        if (!arrays[k].array->data) fail(ErrorKind::invalid_value, nth(arrays[k].name, i) + " is NULL");
+        if (arrays[k].written) check_no_self_overlap(*arrays[k].array, arrays[k].name, i);
+    }
+    for (size_t a = 0; a < used; ++a) {
+        for (size_t b = a + 1; b < used; ++b) {
+            if (arrays[a].written && arrays[b].written &&
+                ranges_overlap(*arrays[a].array, *arrays[b].array))
+                fail(ErrorKind::invalid_value, nth(arrays[a].name, i) + " and " +
+                                                   nth(arrays[b].name, i) +
+                                                   " share memory; each needs its own");
+        }
+    }
+}
+
+}  // namespace
+
+void validate_hparams(const adamcore_hparams& hp) {
+    if (!(std::isfinite(hp.lr) && hp.lr >= 0))
+        fail(ErrorKind::invalid_value, "lr must be a finite number >= 0, got " + number(hp.lr));
+    if (!(hp.beta1 >= 0 && hp.beta1 < 1))
+        fail(ErrorKind::invalid_value, "beta1 must be in [0, 1), got " + number(hp.beta1));
+    if (!(hp.beta2 >= 0 && hp.beta2 < 1))
+        fail(ErrorKind::invalid_value, "beta2 must be in [0, 1), got " + number(hp.beta2));
+    if (!(std::isfinite(hp.eps) && hp.eps >= 0))
+        fail(ErrorKind::invalid_value, "eps must be a finite number >= 0, got " + number(hp.eps));
+    if (!(std::isfinite(hp.weight_decay) && hp.weight_decay >= 0))
+        fail(ErrorKind::invalid_value,
+             "weight_decay must be a finite number >= 0, got " + number(hp.weight_decay));
+    if (hp.step < 1)
+        fail(ErrorKind::invalid_value, "step must be >= 1 (the 1-based index of this update), got " +
+                                           std::to_string(hp.step));
+    const uint32_t known = ADAMCORE_DECOUPLED_WEIGHT_DECAY | ADAMCORE_DECOUPLE_LR |
+                           ADAMCORE_AMSGRAD | ADAMCORE_MAXIMIZE;
+    if (hp.flags & ~known)
+        fail(ErrorKind::invalid_value, "unknown flag bits " + std::to_string(hp.flags & ~known));
+    if ((hp.flags & ADAMCORE_DECOUPLE_LR) && !(std::isfinite(hp.max_lr) && hp.max_lr > 0))
+        fail(ErrorKind::invalid_value,
+             "decouple_lr needs max_lr, a finite number > 0, got " + number(hp.max_lr));
+}
+
+void validate_step(const TensorRef* tensors, size_t count, const adamcore_hparams* hparams,
+                   size_t hparams_count) {
+    if (count > 0 && !tensors) fail(ErrorKind::invalid_value, "tensors is NULL");
+    if (hparams_count > 0 && !hparams) fail(ErrorKind::invalid_value, "hparams is NULL");
+    for (size_t h = 0; h < hparams_count; ++h) validate_hparams(hparams[h]);
+
+    for (size_t i = 0; i < count; ++i) validate_tensor(tensors[i], i, hparams, hparams_count);
+}
+
+}  // namespace adamcore

@@ -1,0 +1,41 @@
+"""Settings of the CPU core: its threads and its SIMD level."""
+
+from __future__ import annotations
+
+from . import _core
+
+
+def set_num_threads(n: int) -> None:
+    """Sets the threads of the CPU core (default: OMP_NUM_THREADS, else all cores)."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, got {n!r}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The number of threads the CPU core uses for a large step."""
+    return _core.get_num_threads()
+
+
+def get_simd_level() -> str:
+    """The SIMD level the CPU kernels run: 'avx512', 'avx2' or 'baseline'."""
+    return _core.simd_level()
+
+
+def set_simd_level(level: str | None = None) -> None:
+    """Runs the CPU kernels at ``level`` (one of available_simd_levels()); None picks the best.
+
+    The environment variable ADAMCORE_SIMD chooses the level at import in the same way.
+    All levels compute the same numbers, bit for bit; they differ only in speed.
+    """
+    _core.set_simd_level(level or "")
+
+
+def available_simd_levels() -> list[str]:
+    """The levels compiled into this build that this CPU can run, widest first."""
+    return _core.supported_simd_levels()
+
+
+def compiled_simd_levels() -> list[str]:
+    """Every level compiled into this build, widest first."""
+    return _core.compiled_simd_levels()

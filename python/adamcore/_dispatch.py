@@ -1,0 +1,159 @@
+"""Which backend steps an array: chosen by its library and device.
+
+    numpy, torch on the CPU  -> CpuNative   (adamcore._core: the SIMD C++ kernels)
+    anything else            -> Reference   (the pure Array-API path of _reference.py)
+
+A backend takes all of its tensors of one step at once. The GPU backend adds one entry to
+``backend_for``; nothing else here changes.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from numpy import ndarray as _ndarray
+
+from . import _arrays, _core, _reference
+from ._hparams import StepHParams
+
+
+class StepTensor(NamedTuple):
+    """One parameter of a step with its gradient and state (max_exp_avg_sq None without amsgrad)."""
+
+    param: object
+    grad: object
+    exp_avg: object
+    exp_avg_sq: object
+    max_exp_avg_sq: object
+    hparams_index: int
+
+
+class Backend:
+    """Steps the tensors of one array library (and device)."""
+
+    name = "?"
+    in_place = True  # False where arrays are immutable and step returns new ones
+
+    def zeros(self, param, dtype_name: str):
+        """A zero state array in the parameter's library, on its device, laid out like it."""
+        xp = _arrays.namespace(param)
+        return xp.zeros(param.shape, dtype=getattr(xp, dtype_name), device=_arrays.device(param))
+
+    def first_nonfinite(self, arrays: list) -> int:
+        """Index of the first array holding inf or NaN, or -1."""
+        for i, a in enumerate(arrays):
+            xp = _arrays.namespace(a)
+            if not bool(xp.all(xp.isfinite(a))):
+                return i
+        return -1
+
+    def run(self, tensors: list[StepTensor], hparams: list[StepHParams]) -> list[tuple] | None:
+        """Updates all tensors; returns their new (p, m, v, vmax) where not in place, else None."""
+        raise NotImplementedError
+
+    def make_plan(self, tensors: list[StepTensor]):
+        """A plan for repeated steps over the same params and state, or None if unsupported.
+
+        A plan has ``step(grads, hparams, check_finite)``; it holds the arrays, so the caller
+        must check before each use that they are still the ones it was made from.
+        """
+        return None
+
+
+class CpuNative(Backend):
+    """NumPy arrays and torch CPU tensors, stepped in place by the C++ core through DLPack."""
+
+    name = "cpu"
+
+    def __init__(self, core):
+        self.core = core
+
+    def zeros(self, param, dtype_name: str):
+        if _arrays.library(param) == "numpy":
+            import numpy as np
+
+            return np.zeros_like(param, dtype=dtype_name)  # keeps a Fortran layout Fortran
+        import torch
+
+        return torch.zeros_like(param, dtype=getattr(torch, dtype_name),
+                                memory_format=torch.preserve_format)
+
+    def first_nonfinite(self, arrays: list) -> int:
+        return self.core.first_nonfinite(arrays)
+
+    def run(self, tensors, hparams):
+        core = self.core
+        params, grads, exp_avgs, exp_avg_sqs, max_sqs, index = zip(*tensors)
+        has_max = any(m is not None for m in max_sqs)
+        core.adam_step(
+            [_exportable(p) for p in params],
+            [_exportable(g) for g in grads],
+            list(exp_avgs),
+            list(exp_avg_sqs),
+            list(max_sqs) if has_max else [],
+            list(index) if len(hparams) > 1 else [],
+            hparams,
+        )
+        return None
+
+    def make_plan(self, tensors):
+        # NumPy only: a torch tensor can swap its storage (p.data = ...) under the same object
+        if not all(type(t.param) is _ndarray for t in tensors):
+            return None
+        params, _, exp_avgs, exp_avg_sqs, max_sqs, index = zip(*tensors)
+        has_max = any(m is not None for m in max_sqs)
+        return self.core.CpuPlan(list(params), list(exp_avgs), list(exp_avg_sqs),
+                                 list(max_sqs) if has_max else [], list(index))
+
+
+def _exportable(x):
+    """torch refuses DLPack export of tensors that require grad; detach() shares their storage."""
+    if type(x) is _ndarray or not getattr(x, "requires_grad", False):
+        return x
+    return x.detach()
+
+
+class Reference(Backend):
+    """Every other library: the pure Array-API path, in place where the library allows."""
+
+    name = "reference"
+
+    def run(self, tensors, hparams):
+        results = []
+        for t in tensors:
+            xp = _arrays.namespace(t.param)
+            new = _reference.adam_update(
+                xp, t.param, t.grad, t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq,
+                hparams[t.hparams_index],
+            )
+            if _arrays.is_writeable(t.param):
+                old = (t.param, t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq)
+                for target, value in zip(old, new):
+                    if target is not None:
+                        target[...] = value
+                results.append(old)
+            else:
+                results.append(new)
+        return results
+
+
+REFERENCE = Reference()
+CPU = CpuNative(_core)
+
+_by_type: dict[type, Backend] = {}
+
+
+def backend_for(x) -> Backend:
+    """The backend of an array, by library and device."""
+    backend = _by_type.get(type(x))
+    if backend is not None:
+        return backend
+    lib = _arrays.library(x)
+    if lib == "numpy":
+        backend = _by_type[type(x)] = CPU
+        return backend
+    if lib == "torch":
+        # one type for every device: decided per tensor, not cached by type
+        return CPU if x.device.type == "cpu" else REFERENCE
+    backend = _by_type[type(x)] = REFERENCE
+    return backend

@@ -1,0 +1,62 @@
+"""adamcore.adam_step: one update of one parameter, with the state in the caller's hands."""
+
+from __future__ import annotations
+
+from . import _hparams, _validation
+from ._dispatch import StepTensor, backend_for
+
+
+def adam_step(
+    param,
+    grad,
+    exp_avg,
+    exp_avg_sq,
+    *,
+    step,
+    lr,
+    beta1=0.9,
+    beta2=0.999,
+    eps=1e-8,
+    weight_decay=0.0,
+    decoupled_weight_decay=False,
+    decouple_lr=False,
+    max_lr=None,
+    amsgrad=False,
+    max_exp_avg_sq=None,
+    maximize=False,
+):
+    """Updates ``param``, ``exp_avg``, ``exp_avg_sq`` (and ``max_exp_avg_sq``) for update number
+    ``step`` (1-based), with the formula of :class:`adamcore.Adam`.
+
+    ``lr`` is this step's learning rate, or a schedule ``count -> lr`` evaluated at ``step - 1``.
+    The state arrays must be like ``param`` (library, device, shape) in its state dtype: float32
+    for 16-bit parameters, else the parameter's. Arrays are updated in place where the library
+    allows; returns ``(param, exp_avg, exp_avg_sq, max_exp_avg_sq or None)``, which are new
+    arrays for immutable libraries (JAX).
+    """
+    group = {
+        "lr": lr,
+        "betas": (beta1, beta2),
+        "eps": eps,
+        "weight_decay": weight_decay,
+        "decoupled_weight_decay": decoupled_weight_decay,
+        "decouple_lr": decouple_lr,
+        "max_lr": max_lr,
+        "amsgrad": amsgrad,
+        "maximize": maximize,
+    }
+    _hparams.check_group(group)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise ValueError(f"step must be an int >= 1 (the index of this update), got {step!r}")
+    _validation.check_param(0, param)
+    _validation.check_grad(0, param, grad)
+    _validation.check_state(0, param, exp_avg, "exp_avg")
+    _validation.check_state(0, param, exp_avg_sq, "exp_avg_sq")
+    if amsgrad:
+        _validation.check_state(0, param, max_exp_avg_sq, "max_exp_avg_sq")
+    hp = _hparams.step_hparams(group, step)
+    tensor = StepTensor(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None, 0)
+    results = backend_for(param).run([tensor], [hp])
+    if results is not None:
+        return results[0]
+    return param, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None

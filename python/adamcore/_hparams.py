@@ -1,0 +1,133 @@
+"""Hyperparameters: checked once here, turned into the per-step set every backend takes."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+# The flags of adamcore.h (ADAMCORE_*), for the native backends.
+DECOUPLED_WEIGHT_DECAY = 0x1
+DECOUPLE_LR = 0x2
+AMSGRAD = 0x4
+MAXIMIZE = 0x8
+
+
+class StepHParams(NamedTuple):
+    """Everything one step needs, as adamcore.h's ``adamcore_hparams``: lr is this step's value."""
+
+    lr: float
+    beta1: float
+    beta2: float
+    eps: float
+    weight_decay: float
+    max_lr: float
+    step: int  # t, the 1-based index of this update
+    flags: int
+
+    @property
+    def amsgrad(self) -> bool:
+        return bool(self.flags & AMSGRAD)
+
+
+def _finite_nonnegative(name: str, value) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not (math.isfinite(x) and x >= 0.0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return x
+
+
+def check_group(group: dict) -> None:
+    """Raises ValueError naming the first hyperparameter of a param group that is out of range."""
+    lr = group["lr"]
+    if not callable(lr):
+        _finite_nonnegative("lr", lr)
+    try:
+        beta1, beta2 = group["betas"]
+    except (TypeError, ValueError):
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {group['betas']!r}") from None
+    for i, beta in enumerate((beta1, beta2)):
+        if not (isinstance(beta, (int, float)) and 0.0 <= beta < 1.0):
+            raise ValueError(f"betas[{i}] must be in [0, 1), got {beta!r}")
+    _finite_nonnegative("eps", group["eps"])
+    _finite_nonnegative("weight_decay", group["weight_decay"])
+    if group["decouple_lr"]:
+        max_lr = group["max_lr"]
+        if max_lr is None:
+            if callable(lr):
+                raise ValueError("decouple_lr with an lr schedule needs max_lr (the peak lr)")
+            max_lr = lr
+        if not (isinstance(max_lr, (int, float)) and math.isfinite(max_lr) and max_lr > 0):
+            raise ValueError(f"max_lr must be a finite number > 0, got {max_lr!r}")
+
+
+def flags_of(group: dict) -> int:
+    flags = 0
+    if group["decoupled_weight_decay"]:
+        flags |= DECOUPLED_WEIGHT_DECAY
+    if group["decouple_lr"]:
+        flags |= DECOUPLE_LR | DECOUPLED_WEIGHT_DECAY
+    if group["amsgrad"]:
+        flags |= AMSGRAD
+    if group["maximize"]:
+        flags |= MAXIMIZE
+    return flags
+
+
+def lr_at(lr, count: int) -> float:
+    """The learning rate after ``count`` steps: lr itself, or lr(count) for a schedule (optax)."""
+    value = float(lr(count) if callable(lr) else lr)
+    if not (0.0 <= value < math.inf):
+        raise ValueError(f"the lr schedule gave {value!r} at count {count}; lr must be finite and >= 0")
+    return value
+
+
+def step_hparams(group: dict, step: int) -> StepHParams:
+    """The hyperparameters of update number ``step`` (1-based) of a param group.
+
+    This runs for every group of every step, so it checks ranges with one chained comparison
+    (group edits take effect, and are checked, at the next step) and leaves the message to
+    check_group.
+    """
+    lr = group["lr"]
+    scheduled = callable(lr)
+    lr = lr_at(lr, step - 1) if scheduled else float(lr)
+    beta1, beta2 = group["betas"]
+    max_lr = group["max_lr"]
+    flags = flags_of(group)
+    hp = StepHParams(
+        lr,
+        float(beta1),
+        float(beta2),
+        float(group["eps"]),
+        float(group["weight_decay"]),
+        float(max_lr) if max_lr is not None else lr,
+        int(step),
+        flags,
+    )
+    inf = math.inf
+    if not (
+        0.0 <= hp.lr < inf
+        and 0.0 <= hp.beta1 < 1.0
+        and 0.0 <= hp.beta2 < 1.0
+        and 0.0 <= hp.eps < inf
+        and 0.0 <= hp.weight_decay < inf
+        and (not flags & DECOUPLE_LR or (0.0 < hp.max_lr < inf and not (scheduled and max_lr is None)))
+    ):
+        check_group(group)  # raises with the detailed message
+        raise ValueError(f"hyperparameters out of range: {hp}")
+    return hp
+
+
+def native_hparams(group: dict, step: int) -> tuple:
+    """step_hparams as a plain tuple, unchecked: for native backends, whose core checks every
+    value (with the same messages) before it writes. The steady path runs this every step."""
+    lr = group["lr"]
+    if callable(lr):
+        lr = lr(step - 1)
+    beta1, beta2 = group["betas"]
+    max_lr = group["max_lr"]
+    return (lr, beta1, beta2, group["eps"], group["weight_decay"],
+            lr if max_lr is None else max_lr, step, flags_of(group))

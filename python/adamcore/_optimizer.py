@@ -1,0 +1,433 @@
+"""adamcore.Adam and adamcore.AdamW: the optimizer classes of SPEC §3."""
+
+from __future__ import annotations
+
+import operator
+
+from . import _arrays, _hparams, _validation
+from ._dispatch import StepTensor, backend_for
+
+
+class Adam:
+    r"""Adam for arrays of any Array-API library, updated in place where the library allows.
+
+    At step :math:`t` (1-based) with learning rate :math:`\gamma_t`:
+
+    .. math::
+
+        g &\leftarrow -g \ \text{(maximize)}, \qquad
+        g \leftarrow g + \lambda\theta \ \text{(weight\_decay, not decoupled)} \\
+        \theta &\leftarrow \theta (1 - \gamma_t \lambda) \ \text{(decoupled\_weight\_decay; }
+            \gamma_t/\gamma_{max} \text{ with decouple\_lr)} \\
+        m &\leftarrow \beta_1 m + (1-\beta_1) g, \qquad v \leftarrow \beta_2 v + (1-\beta_2) g^2,
+        \qquad \bar v \leftarrow \max(\bar v, v) \ \text{(amsgrad, else } \bar v = v) \\
+        \theta &\leftarrow \theta - \frac{\gamma_t}{1-\beta_1^t}
+            \frac{m}{\sqrt{\bar v}/\sqrt{1-\beta_2^t} + \epsilon}
+
+    Args:
+        params: a sequence of arrays, or of param-group dicts ``{"params": [...], "lr": ...}``
+            whose keys override the defaults below for that group (as in torch.optim).
+        lr: a float, or a schedule ``count -> lr`` called with the number of steps already
+            taken (see :mod:`adamcore.schedules`).
+        betas, eps, weight_decay: as in torch.optim.Adam.
+        decoupled_weight_decay: decay the parameter directly (AdamW) instead of adding
+            ``weight_decay * param`` to the gradient.
+        decouple_lr: fully decoupled decay, scaled by ``lr / max_lr`` rather than ``lr``.
+        max_lr: the peak learning rate for ``decouple_lr``; defaults to a float ``lr``.
+        amsgrad, maximize: as in torch.optim.Adam.
+        check_finite: raise FloatingPointError, with nothing updated, when a gradient holds
+            inf or NaN.
+
+    ``step(grads)`` takes the gradients in the order of all groups' params and returns the
+    params: the same arrays, updated in their own memory, or new arrays for immutable libraries
+    (JAX), which the optimizer then tracks. State arrays live in each parameter's library and on
+    its device; ``state_dict()`` has torch's layout.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.0,
+        *,
+        decoupled_weight_decay=False,
+        decouple_lr=False,
+        max_lr=None,
+        amsgrad=False,
+        maximize=False,
+        check_finite=False,
+    ):
+        self.defaults = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "decoupled_weight_decay": bool(decoupled_weight_decay),
+            "decouple_lr": bool(decouple_lr),
+            "max_lr": max_lr,
+            "amsgrad": bool(amsgrad),
+            "maximize": bool(maximize),
+            "check_finite": bool(check_finite),
+        }
+        _hparams.check_group(self.defaults)
+        if _arrays.is_array(params):
+            raise TypeError("params must be a sequence of arrays or param-group dicts, "
+                            "not a single array")
+        groups = list(params)
+        if not groups:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        self.param_groups: list[dict] = []
+        self.state: dict[int, dict] = {}
+        self._steady = None
+        for group in groups:
+            self.add_param_group(group)
+
+    # ---------------------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict) -> None:
+        """Adds a group; its params get the next indices, its missing keys the defaults."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"a param group must be a dict, got {type(param_group).__name__}")
+        group = dict(param_group)
+        params = group.get("params")
+        if params is None:
+            raise ValueError("a param group needs a 'params' entry")
+        group["params"] = [params] if _arrays.is_array(params) else list(params)
+        for key, value in self.defaults.items():
+            group.setdefault(key, value)
+        group["betas"] = tuple(group["betas"])
+        _hparams.check_group(group)
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        first = sum(len(g["params"]) for g in self.param_groups)
+        for i, p in enumerate(group["params"], start=first):
+            _validation.check_param(i, p)
+            if id(p) in seen:
+                raise ValueError(f"param {i} appears more than once in the parameter groups")
+            seen.add(id(p))
+        self.param_groups.append(group)
+        self._steady = None
+
+    # ---------------------------------------------------------------------------------------
+    def step(self, grads):
+        """One update of every parameter from ``grads`` (in the order of all groups' params).
+
+        Everything is checked before anything is written: on error no parameter, no state and
+        no step counter has changed. Returns the list of params.
+        """
+        if _arrays.is_array(grads):
+            raise TypeError("grads must be a sequence of arrays (one per param), not an array")
+        if not isinstance(grads, (list, tuple)):
+            grads = list(grads)
+        steady = self._steady
+        if steady is not None:
+            params = steady.step(self, grads)
+            if params is not None:
+                return params
+        params = self._step(grads)
+        self._steady = _SteadyState.build(self)
+        return params
+
+    def _step(self, grads):
+        """The general step: any mix of libraries and devices, first steps, changed groups."""
+        count = sum(len(g["params"]) for g in self.param_groups)
+        if len(grads) != count:
+            raise ValueError(f"got {len(grads)} grads for {count} params")
+
+        hparams: list[_hparams.StepHParams] = []
+        hparams_at: dict[tuple[int, int], int] = {}
+        by_backend: dict[object, list[tuple[int, StepTensor]]] = {}
+        fresh: dict[int, dict] = {}  # state made for this step, kept only if the step succeeds
+        check_finite: list[int] = []
+        i = 0
+        for group in self.param_groups:
+            amsgrad = group["amsgrad"]
+            for p in group["params"]:
+                g = grads[i]
+                _validation.check_writeable(i, p)
+                _validation.check_grad(i, p, g)
+                backend = backend_for(p)
+                state = self.state.get(i)
+                if state is None or (amsgrad and "max_exp_avg_sq" not in state):
+                    state = fresh[i] = self._new_state(backend, p, amsgrad, state)
+                step = state["step"] + 1
+                key = (id(group), step)
+                k = hparams_at.get(key)
+                if k is None:
+                    k = hparams_at[key] = len(hparams)
+                    hparams.append(_hparams.step_hparams(group, step))
+                tensor = StepTensor(p, g, state["exp_avg"], state["exp_avg_sq"],
+                                    state.get("max_exp_avg_sq") if amsgrad else None, k)
+                by_backend.setdefault(backend, []).append((i, tensor))
+                if group["check_finite"]:
+                    check_finite.append(i)
+                i += 1
+
+        if check_finite:
+            self._check_finite(grads, check_finite)
+
+        for backend, items in by_backend.items():
+            results = backend.run([t for _, t in items], hparams)
+            if results is not None:
+                self._replace(items, results, fresh)
+
+        self.state.update(fresh)
+        for i in range(count):
+            self.state[i]["step"] += 1
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def _new_state(self, backend, p, amsgrad: bool, old: dict | None) -> dict:
+        dtype = _arrays.state_dtype_name(_arrays.dtype_name(p.dtype))
+        if old is not None:  # amsgrad switched on after steps without it
+            return {**old, "max_exp_avg_sq": backend.zeros(p, dtype)}
+        state = {"step": 0, "exp_avg": backend.zeros(p, dtype), "exp_avg_sq": backend.zeros(p, dtype)}
+        if amsgrad:
+            state["max_exp_avg_sq"] = backend.zeros(p, dtype)
+        return state
+
+    @staticmethod
+    def _check_finite(grads, indices: list[int]) -> None:
+        by_backend: dict[object, list[int]] = {}
+        for i in indices:
+            by_backend.setdefault(backend_for(grads[i]), []).append(i)
+        bad = []
+        for backend, idx in by_backend.items():
+            k = backend.first_nonfinite([grads[i] for i in idx])
+            if k >= 0:
+                bad.append(idx[k])
+        if bad:
+            raise FloatingPointError(
+                f"grad {min(bad)} holds inf or NaN (check_finite is on); nothing was updated"
+            )
+
+    def _replace(self, items, results, fresh) -> None:
+        """Tracks the new arrays of an immutable library (JAX) in the groups and the state."""
+        where = [(g, j) for g in self.param_groups for j in range(len(g["params"]))]
+        for (i, _), (p, m, v, vmax) in zip(items, results):
+            group, j = where[i]
+            group["params"][j] = p
+            state = fresh.get(i) or self.state[i]
+            state["exp_avg"], state["exp_avg_sq"] = m, v
+            if vmax is not None:
+                state["max_exp_avg_sq"] = vmax
+
+    # ---------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """torch's layout: {"state": {index: {...}}, "param_groups": [{..., "params": [indices]}]}.
+
+        The arrays are the optimizer's own (not copies), as in torch.
+        """
+        groups, start = [], 0
+        for group in self.param_groups:
+            packed = {k: v for k, v in group.items() if k != "params"}
+            packed["params"] = list(range(start, start + len(group["params"])))
+            start += len(group["params"])
+            groups.append(packed)
+        state = {i: dict(s) for i, s in sorted(self.state.items())}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Loads a state dict of adamcore or torch.optim.Adam/AdamW, from any array library.
+
+        Arrays are copied into each parameter's library and device. Group counts, sizes and
+        every array's shape and dtype are checked first; on error nothing changes.
+        """
+        try:
+            saved_groups = list(state_dict["param_groups"])
+            saved_state = dict(state_dict["state"])
+        except (KeyError, TypeError):
+            raise ValueError("a state dict needs 'state' and 'param_groups' entries") from None
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"the state dict has {len(saved_groups)} param groups, "
+                             f"this optimizer {len(self.param_groups)}")
+        owners = [(k, p) for k, g in enumerate(self.param_groups) for p in g["params"]]
+        groups, index_of = [], {}
+        for k, (ours, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            saved_params = list(saved.get("params", ()))
+            if len(saved_params) != len(ours["params"]):
+                raise ValueError(f"param group {k} of the state dict has {len(saved_params)} "
+                                 f"params, this optimizer's {len(ours['params'])}")
+            for saved_index in saved_params:
+                index_of[int(saved_index)] = len(index_of)
+            group = {key: value for key, value in saved.items() if key != "params"}
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+            group["betas"] = tuple(group["betas"])
+            group["params"] = ours["params"]
+            _hparams.check_group(group)
+            groups.append(group)
+
+        state = {}
+        for saved_index, saved in saved_state.items():
+            i = index_of.get(int(saved_index))
+            if i is None:
+                raise ValueError(f"the state dict has state for param {saved_index}, "
+                                 f"which none of its param groups lists")
+            k, p = owners[i]
+            state[i] = _load_param_state(i, p, saved, groups[k])
+        self.param_groups = groups
+        self.state = state
+        self._steady = None
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for k, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {k}")
+            for key in sorted(group):
+                if key != "params":
+                    lines.append(f"    {key}: {group[key]}")
+        return "\n".join(lines) + "\n)"
+
+
+def _load_param_state(i: int, p, saved: dict, group: dict) -> dict:
+    param_dtype = _arrays.dtype_name(p.dtype)
+    want = _arrays.state_dtype_name(param_dtype)
+    keys = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
+    try:
+        step = int(float(saved["step"]))
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"the state of param {i} has no usable 'step'") from None
+    if step < 0:
+        raise ValueError(f"the state of param {i} has step {step} < 0")
+    state = {"step": step}
+    for key in keys:
+        if key not in saved:
+            raise ValueError(f"the state of param {i} has no '{key}'")
+        value = saved[key]
+        if tuple(value.shape) != tuple(p.shape):
+            raise ValueError(f"{key} of param {i} has shape {tuple(value.shape)} "
+                             f"but the param has shape {tuple(p.shape)}")
+        got = _arrays.dtype_name(value.dtype)
+        # torch keeps 16-bit parameters' state in 16 bits; adamcore widens it to float32
+        if got != want and got != param_dtype:
+            raise ValueError(f"{key} of param {i} has dtype {got}; expected {want}")
+        state[key] = _arrays.copy_like(value, p, want)
+    return state
+
+
+class _SteadyState:
+    """A fast path for repeated steps while nothing but the values changes.
+
+    Made after a successful general step when every param already has state, all params go to
+    one backend that offers plans (see Backend.make_plan), and each group's params share one step
+    count. Each use first checks, by identity, that the params and state arrays are still the
+    ones the plan holds, that the grads are of the params' types and that the params are still
+    writeable; otherwise the general step runs (and raises what is wrong, if anything is). The
+    plan's backend checks the hyperparameters, shapes and dtypes before it writes.
+    """
+
+    def __init__(self, plan, arrays, params, states, numpy_params, group_steps, check_finite):
+        self.plan = plan
+        self.arrays = arrays  # per param: param, its state dict, exp_avg, exp_avg_sq[, max]
+        self.params = params
+        self.grad_types = [type(p) for p in params]
+        self.states = states
+        self.steps = list(map(_get_step, states))
+        self.numpy_params = numpy_params  # their writeable flag can be switched off any time
+        self.group_steps = group_steps
+        self.check_finite = check_finite
+
+    @classmethod
+    def build(cls, opt: Adam) -> _SteadyState | None:
+        groups = opt.param_groups
+        check_finite = {bool(g["check_finite"]) for g in groups}
+        if len(check_finite) != 1:
+            return None
+        tensors, group_steps, backends = [], [], set()
+        i = 0
+        for k, group in enumerate(groups):
+            steps = set()
+            for p in group["params"]:
+                state = opt.state.get(i)
+                if state is None:
+                    return None
+                steps.add(state["step"])
+                backends.add(backend_for(p))
+                max_sq = state.get("max_exp_avg_sq") if group["amsgrad"] else None
+                tensors.append(StepTensor(p, None, state["exp_avg"], state["exp_avg_sq"],
+                                          max_sq, k))
+                i += 1
+            if len(steps) > 1:
+                return None
+            group_steps.append(steps.pop() if steps else 0)
+        if len(backends) != 1:
+            return None
+        plan = backends.pop().make_plan(tensors)
+        if plan is None:
+            return None
+        params = [t.param for t in tensors]
+        states = [opt.state[i] for i in range(len(params))]
+        numpy_params = [p for p in params if _arrays.library(p) == "numpy"]
+        return cls(plan, cls._arrays_of(opt), params, states, numpy_params, group_steps,
+                   check_finite.pop())
+
+    @staticmethod
+    def _arrays_of(opt: Adam) -> list:
+        arrays, state, i = [], opt.state, 0
+        for group in opt.param_groups:
+            amsgrad = group["amsgrad"]
+            for p in group["params"]:
+                s = state.get(i)
+                if s is None:
+                    return []
+                arrays += (p, s, s["exp_avg"], s["exp_avg_sq"])
+                if amsgrad:
+                    arrays.append(s.get("max_exp_avg_sq"))
+                i += 1
+        return arrays
+
+    def step(self, opt: Adam, grads):
+        """Steps through the plan and returns the params, or None if the plan no longer applies."""
+        types = self.grad_types
+        if len(grads) != len(types) or not all(map(operator.is_, map(type, grads), types)):
+            return None
+        for p in self.numpy_params:
+            if not p.flags.writeable:
+                return None
+        arrays = self._arrays_of(opt)
+        if len(arrays) != len(self.arrays) or not all(map(operator.is_, arrays, self.arrays)):
+            return None
+        if list(map(_get_step, self.states)) != self.steps:
+            return None
+        groups = opt.param_groups
+        hparams = []
+        for group, step in zip(groups, self.group_steps):
+            if bool(group["check_finite"]) != self.check_finite:
+                return None
+            hparams.append(_hparams.native_hparams(group, step + 1))
+        self.plan.step(grads, hparams, self.check_finite)
+        for s in self.states:
+            s["step"] += 1
+        self.steps = list(map(_get_step, self.states))
+        self.group_steps = [step + 1 for step in self.group_steps]
+        return list(self.params)
+
+
+_get_step = operator.itemgetter("step")
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter), torch.optim.AdamW's defaults."""
+
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=1e-2,
+        *,
+        decoupled_weight_decay=True,
+        decouple_lr=False,
+        max_lr=None,
+        amsgrad=False,
+        maximize=False,
+        check_finite=False,
+    ):
+        super().__init__(
+            params, lr, betas, eps, weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay, decouple_lr=decouple_lr,
+            max_lr=max_lr, amsgrad=amsgrad, maximize=maximize, check_finite=check_finite,
+        )

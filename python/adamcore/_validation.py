@@ -1,0 +1,69 @@
+"""The checks of SPEC §4 on arrays, run for every tensor of a step before any backend writes.
+
+The native cores check shapes and dtypes again (the C ABI needs that), with the same messages;
+running them here too keeps a step that spans several backends all-or-nothing.
+"""
+
+from __future__ import annotations
+
+from . import _arrays
+from ._arrays import FLOAT_DTYPES, HALF_DTYPES, dtype_name, library, shape_of
+
+_FLOAT_LIST = "float16, bfloat16, float32 or float64"
+
+
+def check_param(i: int, p) -> None:
+    """A parameter: an array of a float dtype that its library lets adamcore update."""
+    if not _arrays.is_array(p):
+        raise TypeError(f"param {i} is a {type(p).__name__}, not an array")
+    dt = dtype_name(p.dtype)
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"param {i} has dtype {dt}; adamcore takes {_FLOAT_LIST}")
+    check_writeable(i, p)
+
+
+def check_writeable(i: int, p, what: str = "param") -> None:
+    # Read-only arrays of mutable libraries are refused; immutable libraries (JAX) get new arrays.
+    if library(p) == "numpy" and not p.flags.writeable:
+        raise ValueError(f"{what} {i} is read-only (writeable=False); adamcore updates it in place")
+
+
+def _check_same_array_kind(i: int, p, x, what: str) -> None:
+    if type(x) is not type(p) and (not _arrays.is_array(x) or library(x) != library(p)):
+        kind = f"{library(x)} array" if _arrays.is_array(x) else type(x).__name__
+        raise ValueError(f"{what} {i} is a {kind} but param {i} is a {library(p)} array")
+    if not _arrays.same_device(p, x):
+        raise ValueError(
+            f"{what} {i} is on device {_arrays.device(x)} but param {i} is on {_arrays.device(p)}"
+        )
+    if x.shape != p.shape:
+        raise ValueError(
+            f"{what} {i} has shape {shape_of(x)} but param {i} has shape {shape_of(p)}"
+        )
+
+
+def check_grad(i: int, p, g) -> None:
+    """A gradient: same library, device and shape as its parameter, and a dtype the kernels pair."""
+    _check_same_array_kind(i, p, g, "grad")
+    gd, pd = dtype_name(g.dtype), dtype_name(p.dtype)
+    if gd != pd and not (gd == "float32" and pd in HALF_DTYPES):
+        if gd not in FLOAT_DTYPES:
+            raise TypeError(f"grad {i} has dtype {gd}; adamcore takes {_FLOAT_LIST}")
+        extra = " or float32" if pd in HALF_DTYPES else ""
+        raise TypeError(
+            f"grad {i} has dtype {gd} but param {i} has dtype {pd}; its grad must be {pd}{extra}"
+        )
+
+
+def check_state(i: int, p, x, what: str) -> None:
+    """A state array handed in by the caller (adam_step): like its parameter, in the state dtype."""
+    if x is None:
+        raise ValueError(f"{what} {i} is missing")
+    _check_same_array_kind(i, p, x, what)
+    xd, expected = dtype_name(x.dtype), _arrays.state_dtype_name(dtype_name(p.dtype))
+    if xd != expected:
+        raise TypeError(
+            f"{what} {i} has dtype {xd}; a {dtype_name(p.dtype)} parameter keeps its state "
+            f"in {expected}"
+        )
+    check_writeable(i, x, what)
