@@ -17,6 +17,7 @@ from ._cpu import (
 )
 from ._functional import adam_step
 from ._optimizer import Adam, AdamW
+from ._paths import get_cmake_dir, get_include, get_library
 
 try:
     __version__ = _version("adamcore")
@@ -29,6 +30,9 @@ __all__ = [
     "adam_step",
     "available_simd_levels",
     "compiled_simd_levels",
+    "get_cmake_dir",
+    "get_include",
+    "get_library",
     "get_num_threads",
     "get_simd_level",
     "set_num_threads",

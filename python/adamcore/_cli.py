@@ -1,4 +1,8 @@
-"""python -m adamcore: `info` (what this install can do) and `bench` (SPEC §5's table)."""
+"""python -m adamcore: `info` (what this install can do) and `bench` (SPEC §5's table).
+
+For C and C++ builds against the C ABI: --include-dir, --cmake-dir and --library print where the
+header, the CMake package and libadamcore are.
+"""
 
 from __future__ import annotations
 
@@ -37,12 +41,32 @@ def _cpu_model() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adamcore", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m adamcore", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    locations = parser.add_argument_group("the C ABI (one line each, in this order)")
+    locations.add_argument("--include-dir", action="store_true",
+                           help="the directory holding adamcore/adamcore.h")
+    locations.add_argument("--cmake-dir", action="store_true",
+                           help="the directory of adamcoreConfig.cmake (for adamcore_DIR)")
+    locations.add_argument("--library", action="store_true", help="the path of libadamcore")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("info", help="version, backends, SIMD levels, threads")
     bench = sub.add_parser("bench", help="time adamcore against its peers and the roofline")
     bench.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
     args = parser.parse_args(argv)
+
+    if args.include_dir or args.cmake_dir or args.library:
+        from . import _paths
+
+        try:
+            lines = [location() for wanted, location in (
+                (args.include_dir, _paths.get_include), (args.cmake_dir, _paths.get_cmake_dir),
+                (args.library, _paths.get_library)) if wanted]
+        except FileNotFoundError as e:
+            print(f"python -m adamcore: {e}", file=sys.stderr)
+            return 1
+        print("\n".join(lines))
+        return 0
 
     if args.command == "info":
         print("\n".join(info_lines()))

@@ -1,8 +1,17 @@
 /* adamcore.h: the C ABI of adamcore, one Adam/AdamW step for programs that are not Python.
  *
- * Plain C (no C++ types), usable from C, C++, Rust, Julia, ... through FFI. Every entry point
- * validates all of its arguments before it writes a byte: on error nothing was changed, the
- * return code is negative and adamcore_last_error() says why (per thread).
+ * Plain C (no C++ types), usable from C, C++, Rust, Julia, ... through FFI. Link the shared
+ * library libadamcore; with CMake: find_package(adamcore CONFIG REQUIRED) and the target
+ * adamcore::adamcore (`python -m adamcore --cmake-dir` prints where the wheel keeps the package).
+ *
+ * Errors: every entry point that returns int validates all of its arguments before it writes a
+ * byte. On error nothing was changed, the return code is negative (ADAMCORE_ERROR_*) and
+ * adamcore_last_error() says why, per thread. All entry points may be called from any thread;
+ * concurrent steps must not share arrays.
+ *
+ * Arrays: contiguous, in the caller's memory, updated in place. A float32 parameter keeps float32
+ * state and computes in float32; a float64 parameter keeps float64 state and computes in float64.
+ * Every SIMD level (and the CUDA backend) produces the same bits as adamcore's Python API.
  *
  * The update, per element, at step t (1-based) with learning rate lr:
  *   g  = -g                            if ADAMCORE_MAXIMIZE
@@ -24,7 +33,7 @@
 extern "C" {
 #endif
 
-/* Symbol visibility for the shared library. */
+/* Symbol visibility for the shared library (only the adamcore_* functions are exported). */
 #if defined(_WIN32)
 #  if defined(ADAMCORE_BUILDING_LIBRARY)
 #    define ADAMCORE_API __declspec(dllexport)
@@ -35,58 +44,139 @@ extern "C" {
 #  define ADAMCORE_API __attribute__((visibility("default")))
 #endif
 
-/* Version of this header: major * 10000 + minor * 100 + patch. */
+/* ---- Version ------------------------------------------------------------------------------- */
+
+/* Version of this header (the package version; CMake checks that they agree). */
 #define ADAMCORE_VERSION_MAJOR 0
 #define ADAMCORE_VERSION_MINOR 1
 #define ADAMCORE_VERSION_PATCH 0
+/* The same as one number, major * 10000 + minor * 100 + patch (0.1.0 is 100). */
 #define ADAMCORE_VERSION \
     (ADAMCORE_VERSION_MAJOR * 10000 + ADAMCORE_VERSION_MINOR * 100 + ADAMCORE_VERSION_PATCH)
+/* The same as text, "major.minor.patch". */
+#define ADAMCORE_VERSION_STRING "0.1.0"
 
-/* Flags of adamcore_hparams.flags. */
+/* Version of the loaded library, encoded as ADAMCORE_VERSION. Before 1.0 the ABI may change with
+ * the minor version: check adamcore_version() / 100 == ADAMCORE_VERSION / 100 at start-up. */
+ADAMCORE_API int adamcore_version(void);
+
+/* Version of the loaded library as text, "major.minor.patch" (a static string). */
+ADAMCORE_API const char *adamcore_version_string(void);
+
+/* ---- Hyperparameters ------------------------------------------------------------------------ */
+
+/* Flags of adamcore_hparams.flags, or'ed together. */
 #define ADAMCORE_DECOUPLED_WEIGHT_DECAY 0x1u /* AdamW: decay the parameter, not the gradient */
 #define ADAMCORE_DECOUPLE_LR 0x2u            /* fully decoupled: decay by lr / max_lr * wd (implies 0x1) */
 #define ADAMCORE_AMSGRAD 0x4u                /* keep max_exp_avg_sq and normalize by it */
 #define ADAMCORE_MAXIMIZE 0x8u               /* ascend instead of descend */
 
-/* Return codes (0 is success). */
+/* Hyperparameters of one step (the same for every element and every tensor of a call). */
+typedef struct adamcore_hparams {
+    double lr;           /* learning rate of this step: finite, >= 0 */
+    double beta1;        /* decay of the first moment, in [0, 1) */
+    double beta2;        /* decay of the second moment, in [0, 1) */
+    double eps;          /* added to the denominator for stability: finite, >= 0 */
+    double weight_decay; /* L2 (Adam) or decoupled (AdamW) decay coefficient: finite, >= 0 */
+    double max_lr;       /* the schedule's peak lr; read only with ADAMCORE_DECOUPLE_LR (> 0) */
+    int64_t step;        /* t: the 1-based index of this update (>= 1); the caller counts */
+    uint32_t flags;      /* ADAMCORE_* flags above, or'ed together; unknown bits are an error */
+} adamcore_hparams;
+
+/* torch's Adam defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8, no decay, max_lr 1e-3, step 1,
+ * no flags. Start from this and set the fields you need, so new fields get their defaults. */
+ADAMCORE_API adamcore_hparams adamcore_hparams_default(void);
+
+/* ---- Errors --------------------------------------------------------------------------------- */
+
+/* Return codes: 0 is success, errors are negative. */
 #define ADAMCORE_OK 0
-#define ADAMCORE_ERROR_INVALID_VALUE (-1)  /* a hyperparameter, pointer, size or shape is wrong */
+#define ADAMCORE_ERROR_INVALID_VALUE (-1)  /* a hyperparameter, pointer, size or setting is wrong */
 #define ADAMCORE_ERROR_INVALID_DTYPE (-2)  /* a dtype or dtype combination is not supported */
 #define ADAMCORE_ERROR_NOT_FINITE (-3)     /* a gradient holds inf or NaN (finite check requested) */
 #define ADAMCORE_ERROR_CUDA (-4)           /* a CUDA call failed; the message has CUDA's text */
 #define ADAMCORE_ERROR_UNAVAILABLE (-5)    /* the backend was not built into this library */
 #define ADAMCORE_ERROR_INTERNAL (-6)       /* a bug or an allocation failure */
 
-/* Hyperparameters of one step. */
-typedef struct adamcore_hparams {
-    double lr;           /* learning rate of this step (>= 0) */
-    double beta1;        /* decay of the first moment, in [0, 1) */
-    double beta2;        /* decay of the second moment, in [0, 1) */
-    double eps;          /* added to the denominator (>= 0) */
-    double weight_decay; /* L2 or decoupled decay coefficient (>= 0) */
-    double max_lr;       /* the schedule's peak lr, used only with ADAMCORE_DECOUPLE_LR (> 0) */
-    int64_t step;        /* t: the 1-based index of this update (>= 1) */
-    uint32_t flags;      /* ADAMCORE_* flags above, or'ed together */
-} adamcore_hparams;
-
-/* Library version as ADAMCORE_VERSION encodes it; compare with the header's macro. */
-ADAMCORE_API int adamcore_version(void);
-
-/* torch's defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8, no decay, max_lr 1e-3, step 1. */
-ADAMCORE_API adamcore_hparams adamcore_hparams_default(void);
-
-/* Message of this thread's last failed call ("" if none). Valid until its next call. */
+/* Why this thread's latest int-returning adamcore call failed; "" if it succeeded (or none was
+ * made). Never NULL; the text stays valid until this thread's next adamcore call. */
 ADAMCORE_API const char *adamcore_last_error(void);
 
-/* One step on n contiguous float32 elements. max_exp_avg_sq may be NULL unless ADAMCORE_AMSGRAD. */
+/* ---- CPU steps ------------------------------------------------------------------------------ */
+
+/* One step on n contiguous float32 elements, in place. max_exp_avg_sq is read and written only
+ * with ADAMCORE_AMSGRAD (pass NULL otherwise). Pointers may be NULL when n == 0.
+ * Returns 0, or a negative code with nothing written. */
 ADAMCORE_API int adamcore_adam_step_f32(float *param, const float *grad, float *exp_avg,
                                         float *exp_avg_sq, float *max_exp_avg_sq, int64_t n,
                                         const adamcore_hparams *hp);
 
-/* One step on n contiguous float64 elements (arithmetic in float64). */
+/* The same on n contiguous float64 elements (state and arithmetic in float64). */
 ADAMCORE_API int adamcore_adam_step_f64(double *param, const double *grad, double *exp_avg,
                                         double *exp_avg_sq, double *max_exp_avg_sq, int64_t n,
                                         const adamcore_hparams *hp);
+
+/* One step on count float32 tensors at once (one parallel region over all their elements; the
+ * fast way to step a model's many small tensors). Tensor i is params[i], grads[i], exp_avgs[i],
+ * exp_avg_sqs[i] (and max_exp_avg_sqs[i] with ADAMCORE_AMSGRAD; that table may be NULL
+ * otherwise), each lengths[i] contiguous elements; hp applies to all. The tables may be NULL only
+ * when count == 0, their entries only when lengths[i] == 0. All tensors are validated before any
+ * is written: on error, none was. */
+ADAMCORE_API int adamcore_adam_step_multi_f32(float *const *params, const float *const *grads,
+                                              float *const *exp_avgs, float *const *exp_avg_sqs,
+                                              float *const *max_exp_avg_sqs,
+                                              const int64_t *lengths, size_t count,
+                                              const adamcore_hparams *hp);
+
+/* The same on count float64 tensors. */
+ADAMCORE_API int adamcore_adam_step_multi_f64(double *const *params, const double *const *grads,
+                                              double *const *exp_avgs, double *const *exp_avg_sqs,
+                                              double *const *max_exp_avg_sqs,
+                                              const int64_t *lengths, size_t count,
+                                              const adamcore_hparams *hp);
+
+/* ---- CPU settings (process-wide for this library) ------------------------------------------- */
+
+/* Threads a large CPU step uses (default: OMP_NUM_THREADS, else all cores). */
+ADAMCORE_API int adamcore_get_num_threads(void);
+
+/* Sets the threads of the CPU steps; n >= 1. Returns 0 or ADAMCORE_ERROR_INVALID_VALUE. */
+ADAMCORE_API int adamcore_set_num_threads(int n);
+
+/* The SIMD level the CPU kernels run: "avx512", "avx2" or "baseline" (a static string). The
+ * environment variable ADAMCORE_SIMD picks the first choice; every level gives the same bits. */
+ADAMCORE_API const char *adamcore_simd_level(void);
+
+/* Runs the CPU kernels at the named level; NULL or "" picks the widest this CPU runs. Returns 0,
+ * or ADAMCORE_ERROR_INVALID_VALUE (the message lists the levels available) and keeps the level. */
+ADAMCORE_API int adamcore_set_simd_level(const char *name);
+
+/* ---- CUDA steps (device memory) -------------------------------------------------------------- */
+
+/* Nonzero when this library was built with the CUDA backend and can run it; 0 otherwise (then
+ * every adamcore_cuda_* step returns ADAMCORE_ERROR_UNAVAILABLE). */
+ADAMCORE_API int adamcore_cuda_available(void);
+
+/* adamcore_adam_step_f32 on device pointers, enqueued on stream (a cudaStream_t; NULL is the
+ * default stream). Asynchronous: returns once the kernel is launched, without synchronizing;
+ * a failed launch returns ADAMCORE_ERROR_CUDA. */
+ADAMCORE_API int adamcore_cuda_adam_step_f32(float *param, const float *grad, float *exp_avg,
+                                             float *exp_avg_sq, float *max_exp_avg_sq, int64_t n,
+                                             const adamcore_hparams *hp, void *stream);
+
+/* adamcore_adam_step_f64 on device pointers, enqueued on stream (as above). */
+ADAMCORE_API int adamcore_cuda_adam_step_f64(double *param, const double *grad, double *exp_avg,
+                                             double *exp_avg_sq, double *max_exp_avg_sq, int64_t n,
+                                             const adamcore_hparams *hp, void *stream);
+
+/* adamcore_adam_step_multi_f32 on device pointers (the pointer and length arrays themselves are
+ * in host memory), in one launch on stream (as above). */
+ADAMCORE_API int adamcore_cuda_adam_step_multi_f32(float *const *params, const float *const *grads,
+                                                   float *const *exp_avgs,
+                                                   float *const *exp_avg_sqs,
+                                                   float *const *max_exp_avg_sqs,
+                                                   const int64_t *lengths, size_t count,
+                                                   const adamcore_hparams *hp, void *stream);
 
 #ifdef __cplusplus
 }
