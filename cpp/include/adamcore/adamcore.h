@@ -4,10 +4,10 @@
  * library libadamcore; with CMake: find_package(adamcore CONFIG REQUIRED) and the target
  * adamcore::adamcore (`python -m adamcore --cmake-dir` prints where the wheel keeps the package).
  *
- * Errors: every entry point that returns int validates all of its arguments before it writes a
- * byte. On error nothing was changed, the return code is negative (ADAMCORE_ERROR_*) and
- * adamcore_last_error() says why, per thread. All entry points may be called from any thread;
- * concurrent steps must not share arrays.
+ * Errors: every step and setter (the functions returning a status code) validates all of its
+ * arguments before it writes a byte. On error nothing was changed, the code is negative
+ * (ADAMCORE_ERROR_*) and adamcore_last_error() says why, per thread. Any thread may call any
+ * function; concurrent steps must not share arrays.
  *
  * Arrays: contiguous, in the caller's memory, updated in place. A float32 parameter keeps float32
  * state and computes in float32; a float64 parameter keeps float64 state and computes in float64.
