@@ -16,6 +16,7 @@ from ._cpu import (
     set_simd_level,
 )
 from ._functional import adam_step
+from ._minimize import minimize, scipy_adam
 from ._optimizer import Adam, AdamW
 
 try:
@@ -31,6 +32,8 @@ __all__ = [
     "compiled_simd_levels",
     "get_num_threads",
     "get_simd_level",
+    "minimize",
+    "scipy_adam",
     "set_num_threads",
     "set_simd_level",
 ]
