@@ -90,8 +90,8 @@ def test_finite_differences_when_no_gradient_is_given():
 @pytest.mark.parametrize("jac, rtol", [("2-point", 1e-6), ("3-point", 1e-9)])
 def test_finite_difference_gradient_is_accurate(jac, rtol):
     x0 = np.array([[0.5, -1.5], [2.0, 3.0]])
-    res = adamcore.minimize(rosen_flat := lambda x: rosen(x.ravel()), x0, jac=jac, maxiter=0)
-    assert rosen_flat(x0) == res.fun
+    res = adamcore.minimize(lambda x: rosen(x.ravel()), x0, jac=jac, maxiter=0)
+    assert res.fun == rosen(x0.ravel())
     np.testing.assert_allclose(res.jac, rosen_der(x0.ravel()).reshape(2, 2), rtol=rtol)
 
 
@@ -164,6 +164,18 @@ def test_float32_stays_float32():
     assert res.x.dtype == np.float32 and res.jac.dtype == np.float32
     assert dtypes == {np.dtype(np.float32)}
     np.testing.assert_allclose(res.x, [1.0, 1.0], atol=1e-2)
+
+
+def test_float16_stays_float16_with_float32_gradients():
+    def fun(x):  # the core takes float32 gradients for 16-bit x without rounding them
+        assert x.dtype == np.float16
+        d = x.astype(np.float32) - 0.5
+        return float(d @ d), 2 * d
+
+    res = adamcore.minimize(fun, np.zeros(3, np.float16), jac=True, lr=0.01, maxiter=500,
+                            gtol=1e-2)
+    assert res.x.dtype == np.float16 and res.jac.dtype == np.float32 and res.success
+    np.testing.assert_allclose(res.x, 0.5, atol=5e-3)
 
 
 def test_integer_x0_becomes_float64_and_x0_is_not_changed():
@@ -354,6 +366,15 @@ def test_scipy_method_finite_differences():
     res = optimize.minimize(rosen, ROSEN_X0, method=adamcore.scipy_adam, options=ROSEN_OPTIONS)
     np.testing.assert_allclose(res.x, [1.0, 1.0], atol=1e-2)
     assert res.nfev == 3 * (res.nit + 1)
+
+
+def test_scipy_method_inside_basinhopping():
+    """SciPy's global optimizers take a custom local method; the first local run, from x0,
+    already finds the minimum, so the random hops cannot make the result worse."""
+    optimize = pytest.importorskip("scipy.optimize")
+    res = optimize.basinhopping(rosen, ROSEN_X0, niter=2, minimizer_kwargs={
+        "method": adamcore.scipy_adam, "jac": rosen_der, "options": ROSEN_OPTIONS})
+    np.testing.assert_allclose(res.x, [1.0, 1.0], atol=1e-2)
 
 
 def test_result_without_scipy(monkeypatch):
