@@ -236,17 +236,16 @@ class _Objective:
 
     def __call__(self, x, nit: int):
         """(value, gradient) at iterate ``nit``; ``x`` is the read-only view of the iterate."""
+        self.nfev += 1
         self.njev += 1
         jac = self.jac
         if jac is True:
-            self.nfev += 1
             out = self.fun(x, *self.args)
             if not (isinstance(out, (tuple, list)) and len(out) == 2):
                 raise TypeError("with jac=True, fun must return (value, gradient); at iteration "
                                 f"{nit} it returned {type(out).__name__}")
             f, g = self._value(out[0], nit), out[1]
         else:
-            self.nfev += 1
             f = self._value(self.fun(x, *self.args), nit)
             if isinstance(jac, str):
                 return f, self._differences(x, f, nit, central=jac == "3-point")
