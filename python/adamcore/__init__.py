@@ -16,6 +16,7 @@ from ._cpu import (
     set_simd_level,
 )
 from ._functional import adam_step
+from ._minimize import minimize, scipy_adam
 from ._optimizer import Adam, AdamW
 from ._paths import get_cmake_dir, get_include, get_library
 
@@ -35,6 +36,8 @@ __all__ = [
     "get_library",
     "get_num_threads",
     "get_simd_level",
+    "minimize",
+    "scipy_adam",
     "set_num_threads",
     "set_simd_level",
 ]
