@@ -4,6 +4,7 @@
 // -DADAMCORE_LEVEL=<level>. The loops are plain loops over adam_update() from update.h; the
 // compiler vectorizes them for the level's vector width. Nothing here may be shared across levels
 // (that is why everything sits in a per-level namespace and update.h's helpers are static).
+#include <cstring>
 #include <type_traits>
 
 #include "adamcore/half.h"
@@ -113,22 +114,18 @@ void dense(const DenseTensor& t, int64_t begin, int64_t end, const StepCoeffs& c
     }
 }
 
-// x - x is 0 for finite x and NaN for inf and NaN; the loop has no branch, so it vectorizes.
-template <class T>
+// A float is finite unless all of its exponent bits are set. Testing the bits as integers keeps
+// the loop a plain vectorizable OR-reduction (a NaN-aware float compare would stay scalar).
+template <class Bits, Bits exponent_mask>
 bool all_finite(const void* data, int64_t n) {
-    const T* x = static_cast<const T*>(data);
-    bool finite = true;
-    for (int64_t i = 0; i < n; ++i) finite &= (x[i] - x[i]) == T(0);
-    return finite;
-}
-
-// 16-bit values are finite unless every exponent bit is set.
-template <class H, uint16_t exponent_mask>
-bool all_finite_16bit(const void* data, int64_t n) {
-    const H* x = static_cast<const H*>(data);
-    bool finite = true;
-    for (int64_t i = 0; i < n; ++i) finite &= (x[i].bits & exponent_mask) != exponent_mask;
-    return finite;
+    const unsigned char* bytes = static_cast<const unsigned char*>(data);
+    Bits infinite = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        Bits x;
+        std::memcpy(&x, bytes + i * sizeof(Bits), sizeof(Bits));
+        infinite |= static_cast<Bits>((x & exponent_mask) == exponent_mask);
+    }
+    return infinite == 0;
 }
 
 void stream_probe(float* __restrict p, const float* __restrict g, float* __restrict m,
@@ -158,10 +155,11 @@ constexpr KernelTable make_table() {
     fill_combo<f16_f32>(table);
     fill_combo<bf16_bf16>(table);
     fill_combo<bf16_f32>(table);
-    table.all_finite[static_cast<int>(DType::float16)] = &all_finite_16bit<float16, 0x7c00>;
-    table.all_finite[static_cast<int>(DType::bfloat16)] = &all_finite_16bit<bfloat16, 0x7f80>;
-    table.all_finite[static_cast<int>(DType::float32)] = &all_finite<float>;
-    table.all_finite[static_cast<int>(DType::float64)] = &all_finite<double>;
+    table.all_finite[static_cast<int>(DType::float16)] = &all_finite<uint16_t, 0x7c00>;
+    table.all_finite[static_cast<int>(DType::bfloat16)] = &all_finite<uint16_t, 0x7f80>;
+    table.all_finite[static_cast<int>(DType::float32)] = &all_finite<uint32_t, 0x7f800000u>;
+    table.all_finite[static_cast<int>(DType::float64)] =
+        &all_finite<uint64_t, 0x7ff0000000000000ull>;
     table.stream_probe = &stream_probe;
     return table;
 }
