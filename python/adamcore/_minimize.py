@@ -18,6 +18,8 @@ import warnings
 
 import numpy as np
 
+from . import _core
+
 from ._optimizer import Adam
 
 # status codes (res.status) and their messages; 99 and its message are SciPy's for StopIteration
@@ -436,9 +438,7 @@ def _round_inward(b, dtype, up=True):
 
 
 def _all_finite(g) -> bool:
-    # a sum is finite only if every term is: one fast pass with no temporary array; a sum of
-    # finite terms that overflows falls back to the exact test
-    return math.isfinite(g.sum()) or bool(np.isfinite(g).all())
+    return _core.first_nonfinite([g]) < 0  # one vectorized pass, no temporary array
 
 
 def _stationarity(x, g, l2: float, box) -> float:
