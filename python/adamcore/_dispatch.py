@@ -1,10 +1,11 @@
 """Which backend steps an array: chosen by its library and device.
 
     numpy, torch on the CPU  -> CpuNative   (adamcore._core: the SIMD C++ kernels)
+    cupy, torch on a GPU     -> the CUDA backend (adamcore._cuda), where it is built and sees a
+                                GPU; else Reference
     anything else            -> Reference   (the pure Array-API path of _reference.py)
 
-A backend takes all of its tensors of one step at once. The GPU backend adds one entry to
-``backend_for``; nothing else here changes.
+A backend takes all of its tensors of one step at once.
 """
 
 from __future__ import annotations
@@ -154,6 +155,16 @@ def backend_for(x) -> Backend:
         return backend
     if lib == "torch":
         # one type for every device: decided per tensor, not cached by type
-        return CPU if x.device.type == "cpu" else REFERENCE
+        if x.device.type == "cpu":
+            return CPU
+        return (cuda_backend() or REFERENCE) if x.device.type == "cuda" else REFERENCE
+    if lib == "cupy":
+        backend = _by_type[type(x)] = cuda_backend() or REFERENCE
+        return backend
     backend = _by_type[type(x)] = REFERENCE
     return backend
+
+
+def cuda_backend() -> Backend | None:
+    """The CUDA backend, or None where adamcore._cuda is not built or sees no GPU."""
+    return None
