@@ -266,8 +266,9 @@ bool finite_strided(const PlannedArray& plan, int64_t begin, int64_t end) {
     const int64_t* strides[1] = {plan.strides.data()};
     bool finite = true;
     walk_strided<1>(plan.ref->ndim, plan.ref->shape, strides, begin, end, [&](const int64_t* off) {
-        const float x = static_cast<float>(widen(*at<T>(plan.ref->data, off[0])));
-        finite &= (x - x) == 0.0f;
+        // widen() keeps float64 as float64: narrowing it would call 1e300 infinite
+        const auto x = widen(*at<T>(plan.ref->data, off[0]));
+        finite &= (x - x) == 0;
     });
     return finite;
 }

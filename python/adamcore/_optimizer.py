@@ -61,7 +61,7 @@ class Adam:
     ):
         self.defaults = {
             "lr": lr,
-            "betas": tuple(betas),
+            "betas": _pair(betas),
             "eps": eps,
             "weight_decay": weight_decay,
             "decoupled_weight_decay": bool(decoupled_weight_decay),
@@ -98,7 +98,7 @@ class Adam:
         group["params"] = [params] if _arrays.is_array(params) else list(params)
         for key, value in self.defaults.items():
             group.setdefault(key, value)
-        group["betas"] = tuple(group["betas"])
+        group["betas"] = _pair(group["betas"])
         _hparams.check_group(group)
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         first = sum(len(g["params"]) for g in self.param_groups)
@@ -254,7 +254,7 @@ class Adam:
             group = {key: value for key, value in saved.items() if key != "params"}
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
-            group["betas"] = tuple(group["betas"])
+            group["betas"] = _pair(group["betas"])
             group["params"] = ours["params"]
             _hparams.check_group(group)
             groups.append(group)
@@ -279,6 +279,15 @@ class Adam:
                 if key != "params":
                     lines.append(f"    {key}: {group[key]}")
         return "\n".join(lines) + "\n)"
+
+
+def _pair(betas):
+    """betas as a tuple when it is a sequence; anything else is left for check_group to refuse
+    with a clear ValueError (tuple() would raise an unclear TypeError first)."""
+    try:
+        return tuple(betas)
+    except TypeError:
+        return betas
 
 
 def _load_param_state(i: int, p, saved: dict, group: dict) -> dict:
