@@ -7,6 +7,7 @@ other Array-API library take the pure Array-API path, with the same numbers.
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
+from ._checkpoint import load, save
 from ._cpu import (
     available_simd_levels,
     compiled_simd_levels,
@@ -36,7 +37,9 @@ __all__ = [
     "get_library",
     "get_num_threads",
     "get_simd_level",
+    "load",
     "minimize",
+    "save",
     "scipy_adam",
     "set_num_threads",
     "set_simd_level",

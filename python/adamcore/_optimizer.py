@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import threading
 
 from . import _arrays, _hparams, _validation
 from ._dispatch import StepTensor, backend_for
@@ -59,6 +60,9 @@ class Adam:
         maximize=False,
         check_finite=False,
     ):
+        # step, load_state_dict, state_dict and add_param_group hold this lock; a second thread
+        # that calls one of them meanwhile gets a RuntimeError instead of waiting (see _busy)
+        self._lock = threading.Lock()
         self.defaults = {
             "lr": lr,
             "betas": _pair(betas),
@@ -91,6 +95,14 @@ class Adam:
         """Adds a group; its params get the next indices, its missing keys the defaults."""
         if not isinstance(param_group, dict):
             raise TypeError(f"a param group must be a dict, got {type(param_group).__name__}")
+        if not self._lock.acquire(blocking=False):
+            raise _busy(self, "add_param_group")
+        try:
+            self._add_param_group(param_group)
+        finally:
+            self._lock.release()
+
+    def _add_param_group(self, param_group: dict) -> None:
         group = dict(param_group)
         params = group.get("params")
         if params is None:
@@ -121,14 +133,19 @@ class Adam:
             raise TypeError("grads must be a sequence of arrays (one per param), not an array")
         if not isinstance(grads, (list, tuple)):
             grads = list(grads)
-        steady = self._steady
-        if steady is not None:
-            params = steady.step(self, grads)
-            if params is not None:
-                return params
-        params = self._step(grads)
-        self._steady = _SteadyState.build(self)
-        return params
+        if not self._lock.acquire(blocking=False):
+            raise _busy(self, "step")
+        try:
+            steady = self._steady
+            if steady is not None:
+                params = steady.step(self, grads)
+                if params is not None:
+                    return params
+            params = self._step(grads)
+            self._steady = _SteadyState.build(self)
+            return params
+        finally:
+            self._lock.release()
 
     def _step(self, grads):
         """The general step: any mix of libraries and devices, first steps, changed groups."""
@@ -219,6 +236,14 @@ class Adam:
 
         The arrays are the optimizer's own (not copies), as in torch.
         """
+        if not self._lock.acquire(blocking=False):
+            raise _busy(self, "state_dict")
+        try:
+            return self._state_dict()
+        finally:
+            self._lock.release()
+
+    def _state_dict(self) -> dict:
         groups, start = [], 0
         for group in self.param_groups:
             packed = {k: v for k, v in group.items() if k != "params"}
@@ -232,8 +257,18 @@ class Adam:
         """Loads a state dict of adamcore or torch.optim.Adam/AdamW, from any array library.
 
         Arrays are copied into each parameter's library and device. Group counts, sizes and
-        every array's shape and dtype are checked first; on error nothing changes.
+        every array's shape and dtype are checked first; on error nothing changes. A group
+        key the state dict lacks (e.g. an lr schedule, which adamcore.save cannot store) keeps
+        this optimizer's value.
         """
+        if not self._lock.acquire(blocking=False):
+            raise _busy(self, "load_state_dict")
+        try:
+            self._load_state_dict(state_dict)
+        finally:
+            self._lock.release()
+
+    def _load_state_dict(self, state_dict: dict) -> None:
         try:
             saved_groups = list(state_dict["param_groups"])
             saved_state = dict(state_dict["state"])
@@ -253,7 +288,7 @@ class Adam:
                 index_of[int(saved_index)] = len(index_of)
             group = {key: value for key, value in saved.items() if key != "params"}
             for key, value in self.defaults.items():
-                group.setdefault(key, value)
+                group.setdefault(key, ours.get(key, value))
             group["betas"] = _pair(group["betas"])
             group["params"] = ours["params"]
             _hparams.check_group(group)
@@ -270,6 +305,18 @@ class Adam:
         self.param_groups = groups
         self.state = state
         self._steady = None
+
+    # pickle and copy.deepcopy: the lock and the native plan (which holds raw views of the
+    # arrays) are not state; they are made afresh.
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        state["_steady"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -288,6 +335,15 @@ def _pair(betas):
         return tuple(betas)
     except TypeError:
         return betas
+
+
+def _busy(opt, what: str) -> RuntimeError:
+    return RuntimeError(
+        f"{type(opt).__name__}.{what}() was called while another thread is inside step(), "
+        f"load_state_dict(), state_dict() or add_param_group() of the same optimizer; one "
+        f"optimizer is not used from several threads at once (give each thread its own, or "
+        f"serialize the calls with a lock)"
+    )
 
 
 def _load_param_state(i: int, p, saved: dict, group: dict) -> dict:
