@@ -263,9 +263,8 @@ def round_to_bfloat16(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     u = x.view(np.uint32).astype(np.uint64)
     rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
-    out = (rounded & 0xFFFFFFFF).astype(np.uint32).view(np.float32).copy()
-    out[np.isnan(x)] = np.nan
-    return out
+    out = np.asarray((rounded & 0xFFFFFFFF).astype(np.uint32)).view(np.float32)
+    return np.asarray(np.where(np.isnan(x), np.float32(np.nan), out), dtype=np.float32)
 
 
 def storage(values: np.ndarray, dtype: str) -> np.ndarray:

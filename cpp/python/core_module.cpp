@@ -6,6 +6,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
@@ -16,6 +17,7 @@
 
 #include "adamcore/adamcore.h"
 #include "adamcore/core.hpp"
+#include "../src/cpu_step_testing.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -232,4 +234,11 @@ NB_MODULE(_core, m) {
               cpu_copy(dst.data(), src.data(), static_cast<int64_t>(dst.size()));
           },
           "dst"_a.noconvert(), "src"_a.noconvert(), "Threaded copy, for the bench's roofline.");
+
+    // Test hooks: the CPU step's index arithmetic with any 64-bit sizes (tests/test_large_index.py).
+    nb::module_ hooks = m.def_submodule("_testing", "Index arithmetic of the CPU step, for tests.");
+    hooks.def("thread_range", &testing::thread_range, "total"_a, "team"_a, "k"_a);
+    hooks.def("pieces", &testing::pieces, "counts"_a, "begin"_a, "end"_a);
+    hooks.def("strided_offsets", &testing::strided_offsets, "shape"_a, "strides"_a, "begin"_a,
+                "end"_a);
 }

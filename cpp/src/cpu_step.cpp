@@ -18,6 +18,7 @@
 #include "adamcore/half.h"
 #include "adamcore/update.h"
 #include "cpu_kernels.h"
+#include "cpu_step_testing.h"
 
 namespace adamcore {
 namespace {
@@ -44,6 +45,12 @@ constexpr int64_t min_elements_per_thread = 1 << 15;
 // a cache line within a tensor.
 constexpr int64_t split_granule = 64;
 
+// Where thread k of a team of `team` starts in [0, total) (k == team: the end).
+int64_t split_boundary(int64_t total, int64_t team, int64_t k) {
+    const int64_t b = total / team * k + total % team * k / team;
+    return k == team ? total : std::min(total, b / split_granule * split_granule);
+}
+
 // Runs body(begin, end) over [0, total) split among the threads.
 template <class Body>
 void parallel_ranges(int64_t total, const Body& body) {
@@ -58,11 +65,8 @@ void parallel_ranges(int64_t total, const Body& body) {
     {
         const int64_t team = omp_get_num_threads();
         const int64_t id = omp_get_thread_num();
-        auto boundary = [&](int64_t k) {
-            const int64_t b = total / team * k + total % team * k / team;
-            return k == team ? total : std::min(total, b / split_granule * split_granule);
-        };
-        const int64_t begin = boundary(id), end = boundary(id + 1);
+        const int64_t begin = split_boundary(total, team, id);
+        const int64_t end = split_boundary(total, team, id + 1);
         if (begin < end) body(begin, end);
     }
 #else
@@ -395,5 +399,46 @@ void cpu_copy(float* dst, const float* src, int64_t n) {
         std::copy(src + begin, src + end, dst + begin);
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// The index arithmetic above, callable from tests (adamcore._core._testing) with any 64-bit sizes.
+
+namespace testing {
+
+std::pair<int64_t, int64_t> thread_range(int64_t total, int64_t team, int64_t k) {
+    return {split_boundary(total, team, k), split_boundary(total, team, k + 1)};
+}
+
+std::vector<std::tuple<int64_t, int64_t, int64_t>> pieces(const std::vector<int64_t>& counts,
+                                                          int64_t begin, int64_t end) {
+    struct Plan {
+        int64_t index, offset, count;
+    };
+    std::vector<Plan> plans;
+    int64_t total = 0;
+    for (size_t i = 0; i < counts.size(); ++i) {
+        if (counts[i] == 0) continue;  // as cpu_adam_step skips empty tensors
+        plans.push_back({static_cast<int64_t>(i), total, counts[i]});
+        total += counts[i];
+    }
+    std::vector<std::tuple<int64_t, int64_t, int64_t>> out;
+    for_pieces(plans, begin, end,
+               [&](const Plan& p, int64_t lo, int64_t hi) { out.emplace_back(p.index, lo, hi); });
+    return out;
+}
+
+std::vector<int64_t> strided_offsets(const std::vector<int64_t>& shape,
+                                     const std::vector<int64_t>& strides, int64_t begin,
+                                     int64_t end) {
+    if (shape.size() != strides.size() || shape.size() > 64)
+        throw Error(ErrorKind::invalid_value, "shape and strides must have one length <= 64");
+    const int64_t* stride_rows[1] = {strides.data()};
+    std::vector<int64_t> out;
+    walk_strided<1>(static_cast<int32_t>(shape.size()), shape.data(), stride_rows, begin, end,
+                    [&](const int64_t* off) { out.push_back(off[0]); });
+    return out;
+}
+
+}  // namespace testing
 
 }  // namespace adamcore
