@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import adamcore
+import array_libs
 
 # The flag combinations of SPEC §2 that every value test runs through (optax-style config table).
 CONFIGS = {
@@ -47,3 +48,21 @@ def hparam_kwargs(config: dict) -> dict:
     if "betas" in kw:
         kw["beta1"], kw["beta2"] = kw.pop("betas")
     return kw
+
+
+@pytest.fixture(params=array_libs.NAMES)
+def xp(request):
+    """Each array library's namespace (SciPy-style); GPU libraries run on the GPU (torch through
+    its default device) and skip where there is none."""
+    namespace = array_libs.namespace(request.param)
+    if request.param != "torch-cuda":
+        yield namespace
+        return
+    import torch
+
+    before = torch.get_default_device()
+    torch.set_default_device("cuda")
+    try:
+        yield namespace
+    finally:
+        torch.set_default_device(before)

@@ -18,6 +18,7 @@
 #include "adamcore/adamcore.h"
 #include "adamcore/core.hpp"
 #include "../src/cpu_step_testing.h"
+#include "../src/cpu_norm.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -148,6 +149,21 @@ int64_t first_nonfinite(const std::vector<ReadOnlyArray>& arrays) {
     return cpu_first_nonfinite(refs.data(), refs.size());
 }
 
+// clip_grad_norm's native path (cpu_norm.cpp): any float dtype, any strides.
+double total_norm(const std::vector<ReadOnlyArray>& arrays, double ord) {
+    std::vector<ArrayRef> refs(arrays.size());
+    for (size_t i = 0; i < arrays.size(); ++i) refs[i] = array_ref(arrays[i], "grad", i);
+    nb::gil_scoped_release release;
+    return cpu_total_norm(refs.data(), refs.size(), ord);
+}
+
+void scale(const std::vector<Array>& arrays, double factor) {
+    std::vector<ArrayRef> refs(arrays.size());
+    for (size_t i = 0; i < arrays.size(); ++i) refs[i] = array_ref(arrays[i], "grad", i);
+    nb::gil_scoped_release release;
+    cpu_scale(refs.data(), refs.size(), factor);
+}
+
 using Contiguous = nb::ndarray<float, nb::c_contig, nb::device::cpu>;
 using ReadOnlyContiguous = nb::ndarray<const float, nb::c_contig, nb::device::cpu>;
 
@@ -208,6 +224,11 @@ NB_MODULE(_core, m) {
 
     m.def("first_nonfinite", &first_nonfinite, "arrays"_a.noconvert(),
           "Index of the first array holding inf or NaN, or -1 when all are finite.");
+
+    m.def("total_norm", &total_norm, "arrays"_a.noconvert(), "ord"_a,
+          "The ord-norm of all arrays together (inf: max |x|), accumulated in float64.");
+    m.def("scale", &scale, "arrays"_a.noconvert(), "factor"_a,
+          "Multiplies every array by factor in place.");
 
     m.def("get_num_threads", &get_num_threads);
     m.def("set_num_threads", &set_num_threads, "n"_a);

@@ -16,6 +16,8 @@ from ._cpu import (
     set_num_threads,
     set_simd_level,
 )
+from . import schedules
+from ._clip import clip_by_global_norm, clip_grad_norm
 from ._functional import adam_step
 from ._minimize import minimize, scipy_adam
 from ._optimizer import Adam, AdamW
@@ -31,6 +33,8 @@ __all__ = [
     "AdamW",
     "adam_step",
     "available_simd_levels",
+    "clip_by_global_norm",
+    "clip_grad_norm",
     "compiled_simd_levels",
     "get_cmake_dir",
     "get_include",
@@ -40,6 +44,7 @@ __all__ = [
     "load",
     "minimize",
     "save",
+    "schedules",
     "scipy_adam",
     "set_num_threads",
     "set_simd_level",

@@ -123,19 +123,26 @@ class Reference(Backend):
         results = []
         for t in tensors:
             xp = _arrays.namespace(t.param)
+            # torch tensors that require grad (torch CUDA params without a CUDA backend): compute
+            # and write outside autograd, through views of the same storage
+            param, grad = _outside_autograd(t.param), _outside_autograd(t.grad)
             new = _reference.adam_update(
-                xp, t.param, t.grad, t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq,
+                xp, param, grad, t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq,
                 hparams[t.hparams_index],
             )
             if _arrays.is_writeable(t.param):
-                old = (t.param, t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq)
-                for target, value in zip(old, new):
+                targets = (param, t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq)
+                for target, value in zip(targets, new):
                     if target is not None:
                         target[...] = value
-                results.append(old)
+                results.append((t.param, t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq))
             else:
                 results.append(new)
         return results
+
+
+def _outside_autograd(x):
+    return x.detach() if getattr(x, "requires_grad", False) and type(x) is not _ndarray else x
 
 
 REFERENCE = Reference()

@@ -1,0 +1,419 @@
+"""adamcore.torch: ``torch.optim.Adam`` / ``torch.optim.AdamW`` drop-ins running on adamcore's core.
+
+    from adamcore.torch import AdamW      # instead of: from torch.optim import AdamW
+
+They are ``torch.optim.Optimizer`` subclasses with torch's constructor, ``step(closure=None)``
+reading ``p.grad`` (params without a grad are skipped, as torch does), ``zero_grad``, param
+groups, step hooks, LR schedulers (``group["lr"]``, a float or a tensor, is read at every step)
+and torch's ``state_dict`` layout: ``state[p]`` holds ``step`` (a float32 scalar tensor),
+``exp_avg``, ``exp_avg_sq`` and, with amsgrad, ``max_exp_avg_sq``, so checkpoints move between
+these classes and torch.optim.Adam/AdamW both ways.
+
+All CPU tensors of a step go to the C++ core in one call, through DLPack, updated in their own
+storage; CUDA tensors go to the backend that ``adamcore._dispatch.backend_for`` picks. State of
+16-bit parameters is float32 (torch keeps it in 16 bits), as the core computes in float32.
+
+Importing this module imports torch; ``import adamcore`` does not.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+from torch.optim import Optimizer
+from torch.utils.dlpack import to_dlpack
+
+from . import _core, _hparams, _validation
+from ._dispatch import CPU, StepTensor, backend_for
+from ._optimizer import _load_param_state
+
+__all__ = ["Adam", "AdamW"]
+
+_HALF = (torch.float16, torch.bfloat16)
+_STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+class Adam(Optimizer):
+    r"""``torch.optim.Adam`` on adamcore's core: the same constructor and the same numbers.
+
+    Args (torch's): ``params``, ``lr`` (float or tensor), ``betas``, ``eps``, ``weight_decay``,
+    ``amsgrad``, ``maximize``, ``decoupled_weight_decay``.
+
+    ``foreach`` and ``fused`` are accepted and kept in the param groups (so checkpoints stay
+    torch's) but change nothing: every step is already one fused multi-tensor call.
+    ``capturable=True`` (CUDA graph capture) and ``differentiable=True`` are refused with a
+    ValueError: the core updates in place outside autograd and reads the step count on the host.
+
+    adamcore's own keywords: ``decouple_lr`` with ``max_lr`` (fully decoupled weight decay,
+    scaled by ``lr / max_lr``; ``max_lr`` defaults to the initial ``lr``, so an LR scheduler
+    scales the decay with the learning rate) and ``check_finite`` (FloatingPointError, with
+    nothing updated, when a grad holds inf or NaN).
+    """
+
+    _decoupled_default = False
+
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.0,
+        amsgrad=False,
+        *,
+        foreach=None,
+        maximize=False,
+        capturable=False,
+        differentiable=False,
+        fused=None,
+        decoupled_weight_decay=False,
+        decouple_lr=False,
+        max_lr=None,
+        check_finite=False,
+    ):
+        if capturable:
+            raise ValueError("adamcore.torch does not support capturable=True (CUDA graph "
+                             "capture); use torch.optim for that")
+        if differentiable:
+            raise ValueError("adamcore.torch does not support differentiable=True: the core "
+                             "updates parameters in place, outside autograd")
+        if callable(lr):
+            raise TypeError("lr must be a float or a tensor; drive it with a "
+                            "torch.optim.lr_scheduler (LambdaLR takes any function)")
+        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+            raise ValueError("a tensor lr must hold one element")
+        if decouple_lr and max_lr is None:
+            max_lr = float(lr)  # the peak: schedulers only lower lr from its initial value
+        defaults = dict(
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=bool(amsgrad),
+            maximize=bool(maximize), foreach=foreach, capturable=False, differentiable=False,
+            fused=fused, decoupled_weight_decay=bool(decoupled_weight_decay),
+            decouple_lr=bool(decouple_lr), max_lr=max_lr, check_finite=bool(check_finite),
+        )
+        _hparams.check_group(_plain(defaults))
+        self._plan = None
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        if callable(group["lr"]):
+            raise TypeError("lr must be a float or a tensor, not a callable")
+        if group.get("capturable") or group.get("differentiable"):
+            raise ValueError("adamcore.torch does not support capturable or differentiable")
+        try:
+            _hparams.check_group(_plain(group))
+            for i, p in enumerate(group["params"]):
+                _validation.check_param(i, p)
+        except (ValueError, TypeError):
+            self.param_groups.pop()
+            raise
+        self._plan = None
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            # a checkpoint of torch.optim (or an older adamcore) lacks some keys
+            group.setdefault("amsgrad", False)
+            group.setdefault("maximize", False)
+            group.setdefault("foreach", None)
+            group.setdefault("capturable", False)
+            group.setdefault("differentiable", False)
+            group.setdefault("fused", None)
+            group.setdefault("decoupled_weight_decay", self._decoupled_default)
+            group.setdefault("decouple_lr", False)
+            group.setdefault("max_lr", None)
+            group.setdefault("check_finite", False)
+            for p in group["params"]:
+                s = self.state.get(p)
+                if s and "step" in s and not torch.is_tensor(s["step"]):
+                    s["step"] = torch.tensor(float(s["step"]), dtype=torch.float32)
+        self._plan = None
+
+    # ---------------------------------------------------------------------------------------
+    def step(self, closure=None):
+        """One update of every parameter that has a ``.grad``; returns ``closure()``'s loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        params, grads = [], []
+        for group in self.param_groups:
+            for p in group["params"]:
+                g = p.grad
+                if g is not None:
+                    params.append(p)
+                    grads.append(g)
+        if not params:
+            return loss
+        plan = self._plan
+        if plan is None or not plan.step(self, params, grads):
+            self._plan = None
+            with torch.no_grad():
+                self._general_step()
+            self._plan = _Plan.build(self)
+        return loss
+
+    def _general_step(self) -> None:
+        """Any mix of devices, first steps, changed groups: validates everything, then writes."""
+        hparams: list[_hparams.StepHParams] = []
+        hparams_at: dict[tuple[int, int], int] = {}
+        by_backend: dict[object, list[StepTensor]] = {}
+        fresh: dict[torch.Tensor, dict] = {}  # state made now, kept only if the step succeeds
+        stepped: list[dict] = []
+        finite_checks: list[torch.Tensor] = []
+        i = -1
+        for group in self.param_groups:
+            amsgrad = group["amsgrad"]
+            plain = None
+            for p in group["params"]:
+                i += 1
+                g = p.grad
+                if g is None:
+                    continue
+                if g.is_sparse:
+                    raise RuntimeError("Adam does not support sparse gradients")
+                _validation.check_param(i, p)
+                _validation.check_grad(i, p, g)
+                state = self.state.get(p)
+                if not state:
+                    state = fresh[p] = _new_state(p, amsgrad)
+                elif amsgrad and "max_exp_avg_sq" not in state:
+                    state = fresh[p] = {**state, "max_exp_avg_sq": _zeros(p)}
+                for key in _STATE_KEYS[:3 if amsgrad else 2]:
+                    _validation.check_state(i, p, state.get(key), key)
+                step = int(state["step"]) + 1
+                k = hparams_at.get((id(group), step))
+                if k is None:
+                    plain = plain or _plain(group)
+                    k = hparams_at[(id(group), step)] = len(hparams)
+                    hparams.append(_hparams.step_hparams(plain, step))
+                tensor = StepTensor(p.detach(), g.detach(), state["exp_avg"], state["exp_avg_sq"],
+                                    state["max_exp_avg_sq"] if amsgrad else None, k)
+                by_backend.setdefault(backend_for(p), []).append(tensor)
+                stepped.append(state)
+                if group["check_finite"]:
+                    finite_checks.append(g.detach())
+        if finite_checks:
+            _check_finite(finite_checks)
+        for backend, tensors in by_backend.items():
+            backend.run(tensors, hparams)  # torch tensors are mutable: always in place
+        for p, state in fresh.items():
+            self.state[p] = state
+        torch._foreach_add_([s["step"] for s in stepped], 1.0)
+
+    # ---------------------------------------------------------------------------------------
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's load_state_dict, taking checkpoints of torch.optim.Adam/AdamW, adamcore.torch
+        and adamcore.Adam/AdamW with arrays of any library (NumPy, CuPy, JAX, ...).
+
+        Counts, shapes and dtypes are checked first (ValueError; nothing changes). State is
+        copied to each parameter's device; 16-bit parameters' state becomes float32.
+        """
+        try:
+            saved_groups = list(state_dict["param_groups"])
+            saved_state = dict(state_dict["state"])
+        except (KeyError, TypeError):
+            raise ValueError("a state dict needs 'state' and 'param_groups' entries") from None
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"the state dict has {len(saved_groups)} param groups, "
+                             f"this optimizer {len(self.param_groups)}")
+        owner: dict[object, tuple[torch.Tensor, dict]] = {}
+        i = 0
+        for k, (ours, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            saved_params = list(saved.get("params", ()))
+            if len(saved_params) != len(ours["params"]):
+                raise ValueError(f"param group {k} of the state dict has {len(saved_params)} "
+                                 f"params, this optimizer's {len(ours['params'])}")
+            group = {**ours, **{key: v for key, v in saved.items() if key != "params"}}
+            for saved_id, p in zip(saved_params, ours["params"]):
+                owner[saved_id] = (i, p, group)
+                i += 1
+        converted, widened = {}, []
+        for saved_id, saved in saved_state.items():
+            if saved_id not in owner:
+                raise ValueError(f"the state dict has state for param {saved_id}, "
+                                 f"which none of its param groups lists")
+            i, p, group = owner[saved_id]
+            state = _load_param_state(i, p, saved, group)  # validated copies, on p's device
+            state["step"] = torch.tensor(float(state["step"]), dtype=torch.float32)
+            converted[saved_id] = state
+            if p.dtype in _HALF:
+                widened.append((p, {k: v for k, v in state.items() if k != "step"}))
+        super().load_state_dict({**state_dict, "state": converted})
+        for p, state in widened:  # torch casts state to the param's dtype: keep the core's float32
+            self.state[p].update(state)
+        self._plan = None
+
+
+class AdamW(Adam):
+    """``torch.optim.AdamW`` on adamcore's core (decoupled weight decay, default 1e-2)."""
+
+    _decoupled_default = True
+
+    def __init__(
+        self,
+        params,
+        lr=1e-3,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=1e-2,
+        amsgrad=False,
+        *,
+        maximize=False,
+        foreach=None,
+        capturable=False,
+        differentiable=False,
+        fused=None,
+        decouple_lr=False,
+        max_lr=None,
+        check_finite=False,
+    ):
+        super().__init__(
+            params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
+            capturable=capturable, differentiable=differentiable, fused=fused,
+            decoupled_weight_decay=True, decouple_lr=decouple_lr, max_lr=max_lr,
+            check_finite=check_finite,
+        )
+
+
+# -------------------------------------------------------------------------------------------
+def _plain(group: dict) -> dict:
+    """A group with float hyperparameters (torch allows tensors for lr and betas)."""
+    beta1, beta2 = group["betas"]
+    return {**group, "lr": float(group["lr"]), "betas": (float(beta1), float(beta2))}
+
+
+def _zeros(p: torch.Tensor) -> torch.Tensor:
+    dtype = torch.float32 if p.dtype in _HALF else p.dtype
+    return torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
+
+
+def _new_state(p: torch.Tensor, amsgrad: bool) -> dict:
+    state = {"step": torch.tensor(0.0, dtype=torch.float32), "exp_avg": _zeros(p),
+             "exp_avg_sq": _zeros(p)}
+    if amsgrad:
+        state["max_exp_avg_sq"] = _zeros(p)
+    return state
+
+
+def _check_finite(grads: list) -> None:
+    by_backend: dict[object, list[torch.Tensor]] = {}
+    for g in grads:
+        by_backend.setdefault(backend_for(g), []).append(g)
+    for backend, arrays in by_backend.items():
+        if backend.first_nonfinite(arrays) >= 0:
+            raise FloatingPointError("a grad holds inf or NaN (check_finite is on); "
+                                     "nothing was updated")
+
+
+_is = operator.is_
+
+
+class _Plan:
+    """The steady state of a CPU-only optimizer: params and state imported into the core once.
+
+    Valid while the params that have grads, their storage (``p.data = ...`` swaps it under the
+    same object, hence the data_ptr check), their state tensors and step counters are the ones
+    it was made from, and amsgrad is unchanged; ``step`` returns False otherwise, before
+    writing anything, and the general step runs. The core checks the grads' shapes and dtypes
+    and the hyperparameters before it writes; a failure there also falls back to the general
+    step, which raises the detailed error.
+    """
+
+    def __init__(self, core_plan, params, states, amsgrads, arrays, pointers, steps, counters,
+                 groups, group_steps):
+        self.core_plan = core_plan
+        self.params = params
+        self.states = states
+        self.amsgrads = amsgrads  # per param
+        self.arrays = arrays  # every state tensor, in order
+        self.pointers = pointers  # data_ptr of each param, then of each state tensor
+        self.steps = steps  # the step tensors
+        self.counters = counters  # a NumPy view of their buffer
+        self.versions = [t._version for t in steps]
+        self.groups = groups  # (group, amsgrad, check_finite) of each group with grads
+        self.group_steps = group_steps
+
+    @classmethod
+    def build(cls, opt: Adam) -> _Plan | None:
+        params, states, amsgrads, tensors, groups, group_steps = [], [], [], [], [], []
+        for group in opt.param_groups:
+            amsgrad = group["amsgrad"]
+            steps = set()
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if backend_for(p) is not CPU:
+                    return None
+                s = opt.state[p]
+                steps.add(int(s["step"]))
+                params.append(p)
+                states.append(s)
+                amsgrads.append(amsgrad)
+                tensors.append(StepTensor(p.detach(), None, s["exp_avg"], s["exp_avg_sq"],
+                                          s["max_exp_avg_sq"] if amsgrad else None, len(groups)))
+            if len(steps) > 1:
+                return None
+            if steps:
+                groups.append((group, amsgrad, group["check_finite"]))
+                group_steps.append(steps.pop())
+        if not params or len({c for _, _, c in groups}) != 1:
+            return None
+        arrays = _state_arrays(states, amsgrads)
+        core_plan = _core.CpuPlan([t.param for t in tensors], [t.exp_avg for t in tensors],
+                                  [t.exp_avg_sq for t in tensors],
+                                  [t.max_exp_avg_sq for t in tensors] if any(amsgrads) else [],
+                                  [t.hparams_index for t in tensors])
+        pointers = [p.data_ptr() for p in params] + [a.data_ptr() for a in arrays]
+        # The step counters become views of one buffer, so that a step increments them all at
+        # once (through NumPy: a torch op per counter costs microseconds each). They stay
+        # separate elements, so torch.optim, given this state, counts each on its own.
+        counters = torch.tensor([float(s["step"]) for s in states], dtype=torch.float32)
+        for j, s in enumerate(states):
+            s["step"] = counters[j]
+        return cls(core_plan, params, states, amsgrads, arrays, pointers,
+                   [s["step"] for s in states], counters.numpy(), groups, group_steps)
+
+    def step(self, opt: Adam, params: list, grads: list) -> bool:
+        if len(params) != len(self.params) or not all(map(_is, params, self.params)):
+            return False
+        hparams = []
+        for (group, amsgrad, _), step in zip(self.groups, self.group_steps):
+            if group["amsgrad"] != amsgrad:
+                return False
+            lr = float(group["lr"])
+            beta1, beta2 = group["betas"]
+            max_lr = group["max_lr"]
+            hparams.append((lr, float(beta1), float(beta2), group["eps"], group["weight_decay"],
+                            lr if max_lr is None else max_lr, step + 1, _hparams.flags_of(group)))
+        states = [opt.state.get(p) for p in params]
+        if not all(map(_is, states, self.states)):
+            return False
+        arrays = _state_arrays(states, self.amsgrads)
+        if len(arrays) != len(self.arrays) or not all(map(_is, arrays, self.arrays)):
+            return False
+        steps = [s["step"] for s in states]
+        if not all(map(_is, steps, self.steps)) or [t._version for t in steps] != self.versions:
+            return False  # a step counter was replaced or written to
+        if [p.data_ptr() for p in params] + [a.data_ptr() for a in arrays] != self.pointers:
+            return False
+        try:
+            # DLPack capsules: torch's Tensor.__dlpack__ costs about 4 us a call, to_dlpack 0.5
+            self.core_plan.step(list(map(to_dlpack, grads)), hparams, self.groups[0][2])
+        except (TypeError, ValueError, BufferError, RuntimeError):
+            return False  # nothing was written; the general step says what is wrong
+        self.counters += 1  # not through torch: the versions recorded stay those of our writes
+        self.group_steps = [s + 1 for s in self.group_steps]
+        return True
+
+
+def _state_arrays(states: list, amsgrads: list) -> list:
+    """The state tensors of the plan's params, in order (max_exp_avg_sq where amsgrad)."""
+    out = []
+    for s, amsgrad in zip(states, amsgrads):
+        out += (s.get("exp_avg"), s.get("exp_avg_sq"))
+        if amsgrad:
+            out.append(s.get("max_exp_avg_sq"))
+    return out
