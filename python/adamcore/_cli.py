@@ -26,6 +26,9 @@ def info_lines() -> list[str]:
         f"{', '.join(adamcore.compiled_simd_levels())}",
         f"threads: {adamcore.get_num_threads()} (OpenMP: {'yes' if _core.openmp else 'no'})",
     ]
+    from ._cuda_backend import info_lines as cuda_info_lines
+
+    lines += cuda_info_lines()
     return lines
 
 

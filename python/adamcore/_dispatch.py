@@ -172,6 +172,13 @@ def backend_for(x) -> Backend:
     return backend
 
 
+_cuda_cache: list = []  # [the CUDA backend or None], once probed
+
+
 def cuda_backend() -> Backend | None:
     """The CUDA backend, or None where adamcore._cuda is not built or sees no GPU."""
-    return None
+    if not _cuda_cache:
+        from ._cuda_backend import load  # imports adamcore._cuda only now, and never fails
+
+        _cuda_cache.append(load())
+    return _cuda_cache[0]

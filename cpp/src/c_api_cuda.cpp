@@ -1,0 +1,119 @@
+// c_api_cuda.cpp: the CUDA entry points of adamcore.h, in every build of libadamcore.
+//
+// With the CUDA backend (ADAMCORE_WITH_CUDA) they check the caller's pointers as the CPU entry
+// points do, find the device holding them and enqueue the step on the caller's stream. Without
+// it, or with no usable GPU, each returns ADAMCORE_ERROR_UNAVAILABLE saying why, so the ABI (and
+// the list of exported symbols) is the same in every build.
+#include <string>
+
+#include "adamcore/adamcore.h"
+#include "adamcore/core.hpp"
+#include "c_api_common.h"
+
+#if defined(ADAMCORE_WITH_CUDA)
+#include "adam_cuda.hpp"
+#endif
+
+namespace adamcore {
+namespace {
+
+using namespace capi;
+
+// Throws Error(unavailable) unless the CUDA backend is built and sees a GPU.
+void require_cuda() {
+#if defined(ADAMCORE_WITH_CUDA)
+    const std::string reason = cuda::unavailable_reason();
+    if (!reason.empty())
+        throw Error(ErrorKind::unavailable, "the CUDA backend cannot run: " + reason);
+#else
+    throw Error(ErrorKind::unavailable,
+                "this libadamcore was built without the CUDA backend (no CUDA compiler was found, "
+                "or ADAMCORE_CUDA=OFF)");
+#endif
+}
+
+// The CUDA backend's step: every non-empty array must be device memory of one device.
+struct CudaRun {
+    void* stream;
+    bool multi;  // names arrays as the multi-tensor call does: params[3]
+    void operator()(const TensorRef* tensors, size_t count, const adamcore_hparams* hp) const {
+#if defined(ADAMCORE_WITH_CUDA)
+        int device = -1;
+        std::string first;
+        const bool amsgrad = hp->flags & ADAMCORE_AMSGRAD;
+        for (size_t i = 0; i < count; ++i) {
+            const TensorRef& t = tensors[i];
+            if (t.param.shape[0] == 0) continue;
+            const struct {
+                const ArrayRef* array;
+                const char* name;
+            } arrays[] = {{&t.param, "param"}, {&t.grad, "grad"}, {&t.exp_avg, "exp_avg"},
+                          {&t.exp_avg_sq, "exp_avg_sq"}, {&t.max_exp_avg_sq, "max_exp_avg_sq"}};
+            for (const auto& a : arrays) {
+                if (a.array == &t.max_exp_avg_sq && !amsgrad) continue;
+                const std::string name = multi ? std::string(a.name) + "s[" + std::to_string(i) + "]"
+                                               : std::string(a.name);
+                const int d = cuda::device_of_pointer(a.array->data);
+                if (d < 0) invalid(name + " is not CUDA device memory");
+                if (device < 0) {
+                    device = d;
+                    first = name;
+                } else if (d != device) {
+                    invalid(name + " is on CUDA device " + std::to_string(d) + " but " + first +
+                            " is on device " + std::to_string(device));
+                }
+            }
+        }
+        if (device < 0) return;  // nothing to do
+        cuda::adam_step(tensors, count, hp, 1, false, device, stream);
+#else
+        (void)tensors;
+        (void)count;
+        (void)hp;
+        require_cuda();
+#endif
+    }
+};
+
+}  // namespace
+}  // namespace adamcore
+
+extern "C" {
+
+int adamcore_cuda_available(void) {
+#if defined(ADAMCORE_WITH_CUDA)
+    return adamcore::cuda::device_count() > 0 ? 1 : 0;
+#else
+    return 0;
+#endif
+}
+
+int adamcore_cuda_adam_step_f32(float* param, const float* grad, float* exp_avg, float* exp_avg_sq,
+                                float* max_exp_avg_sq, int64_t n, const adamcore_hparams* hp,
+                                void* stream) {
+    const int rc = adamcore::capi::guarded(adamcore::require_cuda);
+    if (rc != ADAMCORE_OK) return rc;
+    return adamcore::capi::single_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, n, hp,
+                                       adamcore::CudaRun{stream, false});
+}
+
+int adamcore_cuda_adam_step_f64(double* param, const double* grad, double* exp_avg,
+                                double* exp_avg_sq, double* max_exp_avg_sq, int64_t n,
+                                const adamcore_hparams* hp, void* stream) {
+    const int rc = adamcore::capi::guarded(adamcore::require_cuda);
+    if (rc != ADAMCORE_OK) return rc;
+    return adamcore::capi::single_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, n, hp,
+                                       adamcore::CudaRun{stream, false});
+}
+
+int adamcore_cuda_adam_step_multi_f32(float* const* params, const float* const* grads,
+                                      float* const* exp_avgs, float* const* exp_avg_sqs,
+                                      float* const* max_exp_avg_sqs, const int64_t* lengths,
+                                      size_t count, const adamcore_hparams* hp, void* stream) {
+    const int rc = adamcore::capi::guarded(adamcore::require_cuda);
+    if (rc != ADAMCORE_OK) return rc;
+    return adamcore::capi::multi_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
+                                      lengths, count, hp, adamcore::CudaRun{stream, true});
+}
+
+}  // extern "C"

@@ -1,0 +1,313 @@
+// cuda_module.cpp: adamcore._cuda, the nanobind binding of the CUDA backend.
+//
+// Arrays arrive through DLPack as nb::ndarray restricted to CUDA memory (nanobind never copies
+// them; everything written is .noconvert()). nanobind knows nothing of streams, so every call
+// takes the caller's stream as an int (a cudaStream_t; 0 is the legacy default stream). The GIL
+// is released while the backend validates and enqueues; nothing here waits for the GPU except
+// the finite check, which needs its answer.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "adam_cuda.hpp"
+#include "adamcore/adamcore.h"
+#include "adamcore/core.hpp"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace adamcore {
+namespace {
+
+// Any device: the device check below names what is wrong, which nanobind's own would not.
+using Array = nb::ndarray<>;
+using ReadOnlyArray = nb::ndarray<nb::ro>;
+using HParamsTuple = std::tuple<double, double, double, double, double, double, int64_t, uint32_t>;
+
+std::vector<adamcore_hparams> to_hparams(const std::vector<HParamsTuple>& tuples) {
+    std::vector<adamcore_hparams> out(tuples.size());
+    for (size_t i = 0; i < tuples.size(); ++i) {
+        const auto& [lr, beta1, beta2, eps, weight_decay, max_lr, step, flags] = tuples[i];
+        out[i] = {lr, beta1, beta2, eps, weight_decay, max_lr, step, flags};
+    }
+    return out;
+}
+
+std::string dlpack_dtype_name(nb::dlpack::dtype dt) {
+    static const char* codes[] = {"int", "uint", "float", "opaque", "bfloat", "complex", "bool"};
+    const std::string code = dt.code < 7 ? codes[dt.code] : "code" + std::to_string(dt.code);
+    return code + std::to_string(dt.bits);
+}
+
+DType dtype_of(nb::dlpack::dtype dt, const char* role, size_t index) {
+    if (dt.lanes == 1) {
+        if (dt.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Float)) {
+            if (dt.bits == 16) return DType::float16;
+            if (dt.bits == 32) return DType::float32;
+            if (dt.bits == 64) return DType::float64;
+        }
+        if (dt.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Bfloat) && dt.bits == 16)
+            return DType::bfloat16;
+    }
+    throw Error(ErrorKind::invalid_dtype, std::string(role) + " " + std::to_string(index) +
+                                              " has dtype " + dlpack_dtype_name(dt) +
+                                              "; adamcore takes float16, bfloat16, float32 or "
+                                              "float64");
+}
+
+std::string device_text(int type, int id) {
+    if (type == nb::device::cuda::value) return "cuda:" + std::to_string(id);
+    if (type == nb::device::cpu::value) return "cpu";
+    if (type == nb::device::cuda_host::value) return "cuda_host (pinned host memory)";
+    if (type == nb::device::cuda_managed::value) return "cuda_managed:" + std::to_string(id);
+    return "DLPack device type " + std::to_string(type);
+}
+
+// Collects the arrays of one call, checking that all are CUDA memory of one device.
+class Importer {
+public:
+    template <class A>
+    ArrayRef add(const A& a, const char* role, size_t index) {
+        const int type = a.device_type(), id = a.device_id();
+        if (type != nb::device::cuda::value && type != nb::device::cuda_managed::value)
+            throw Error(ErrorKind::invalid_value,
+                        std::string(role) + " " + std::to_string(index) + " is on " +
+                            device_text(type, id) + "; the CUDA backend takes CUDA device arrays only");
+        if (device_ < 0) {
+            device_ = id;
+            first_ = std::string(role) + " " + std::to_string(index);
+        } else if (id != device_) {
+            throw Error(ErrorKind::invalid_value,
+                        std::string(role) + " " + std::to_string(index) + " is on cuda:" +
+                            std::to_string(id) + " but " + first_ + " is on cuda:" +
+                            std::to_string(device_) + "; one step takes one device");
+        }
+        ArrayRef ref;
+        ref.data = const_cast<void*>(static_cast<const void*>(a.data()));
+        ref.dtype = dtype_of(a.dtype(), role, index);
+        ref.ndim = static_cast<int32_t>(a.ndim());
+        ref.shape = a.shape_ptr();
+        ref.strides = a.stride_ptr();
+        return ref;
+    }
+    // The device of the call (0 when it has no arrays).
+    int device() const { return device_ < 0 ? 0 : device_; }
+    bool any() const { return device_ >= 0; }
+    void expect(int device, const std::string& what) {
+        device_ = device;
+        first_ = what;
+    }
+
+private:
+    int device_ = -1;
+    std::string first_;
+};
+
+void check_count(size_t n, size_t expected, const char* what) {
+    if (n != expected)
+        throw Error(ErrorKind::invalid_value, "got " + std::to_string(n) + " " + what + " for " +
+                                                  std::to_string(expected) + " params");
+}
+
+void* stream_ptr(uintptr_t stream) { return reinterpret_cast<void*>(stream); }
+
+// Params and state imported once; the tensors' table lives on the device between steps.
+class CudaPlan {
+public:
+    CudaPlan(std::vector<Array> params, std::vector<Array> exp_avgs, std::vector<Array> exp_avg_sqs,
+             std::vector<std::optional<Array>> max_exp_avg_sqs, std::vector<size_t> hparams_index)
+        : params_(std::move(params)),
+          exp_avgs_(std::move(exp_avgs)),
+          exp_avg_sqs_(std::move(exp_avg_sqs)),
+          max_exp_avg_sqs_(std::move(max_exp_avg_sqs)) {
+        const size_t n = params_.size();
+        check_count(exp_avgs_.size(), n, "exp_avgs");
+        check_count(exp_avg_sqs_.size(), n, "exp_avg_sqs");
+        if (!max_exp_avg_sqs_.empty()) check_count(max_exp_avg_sqs_.size(), n, "max_exp_avg_sqs");
+        if (!hparams_index.empty()) check_count(hparams_index.size(), n, "hparams indices");
+        std::vector<TensorRef> tensors(n);
+        for (size_t i = 0; i < n; ++i) {
+            TensorRef& t = tensors[i];
+            t.param = importer_.add(params_[i], "param", i);
+            t.exp_avg = importer_.add(exp_avgs_[i], "exp_avg", i);
+            t.exp_avg_sq = importer_.add(exp_avg_sqs_[i], "exp_avg_sq", i);
+            if (!max_exp_avg_sqs_.empty() && max_exp_avg_sqs_[i]) {
+                t.max_exp_avg_sq = importer_.add(*max_exp_avg_sqs_[i], "max_exp_avg_sq", i);
+                t.has_max_exp_avg_sq = true;
+            }
+            t.hparams_index = hparams_index.empty() ? 0 : hparams_index[i];
+        }
+        device_ = importer_.device();
+        plan_ = std::make_unique<cuda::Plan>(tensors.data(), n, device_);
+    }
+
+    void step(const std::vector<ReadOnlyArray>& grads, const std::vector<HParamsTuple>& hparams_in,
+              bool check_finite, uintptr_t stream) {
+        check_count(grads.size(), plan_->size(), "grads");
+        Importer importer;
+        if (!params_.empty()) importer.expect(device_, "param 0");
+        std::vector<ArrayRef> refs(grads.size());
+        for (size_t i = 0; i < grads.size(); ++i) refs[i] = importer.add(grads[i], "grad", i);
+        const std::vector<adamcore_hparams> hparams = to_hparams(hparams_in);
+        nb::gil_scoped_release release;
+        plan_->step(refs.data(), refs.size(), hparams.data(), hparams.size(), check_finite,
+                    stream_ptr(stream));
+    }
+
+    size_t size() const { return plan_->size(); }
+    int device() const { return device_; }
+
+private:
+    std::vector<Array> params_, exp_avgs_, exp_avg_sqs_;
+    std::vector<std::optional<Array>> max_exp_avg_sqs_;
+    Importer importer_;
+    int device_ = 0;
+    std::unique_ptr<cuda::Plan> plan_;
+};
+
+void adam_step(std::vector<Array> params, const std::vector<ReadOnlyArray>& grads,
+               std::vector<Array> exp_avgs, std::vector<Array> exp_avg_sqs,
+               std::vector<std::optional<Array>> max_exp_avg_sqs, std::vector<size_t> hparams_index,
+               const std::vector<HParamsTuple>& hparams_in, bool check_finite, uintptr_t stream) {
+    const size_t n = params.size();
+    check_count(grads.size(), n, "grads");
+    check_count(exp_avgs.size(), n, "exp_avgs");
+    check_count(exp_avg_sqs.size(), n, "exp_avg_sqs");
+    if (!max_exp_avg_sqs.empty()) check_count(max_exp_avg_sqs.size(), n, "max_exp_avg_sqs");
+    if (!hparams_index.empty()) check_count(hparams_index.size(), n, "hparams indices");
+    Importer importer;
+    std::vector<TensorRef> tensors(n);
+    for (size_t i = 0; i < n; ++i) {
+        TensorRef& t = tensors[i];
+        t.param = importer.add(params[i], "param", i);
+        t.grad = importer.add(grads[i], "grad", i);
+        t.exp_avg = importer.add(exp_avgs[i], "exp_avg", i);
+        t.exp_avg_sq = importer.add(exp_avg_sqs[i], "exp_avg_sq", i);
+        if (!max_exp_avg_sqs.empty() && max_exp_avg_sqs[i]) {
+            t.max_exp_avg_sq = importer.add(*max_exp_avg_sqs[i], "max_exp_avg_sq", i);
+            t.has_max_exp_avg_sq = true;
+        }
+        t.hparams_index = hparams_index.empty() ? 0 : hparams_index[i];
+    }
+    const std::vector<adamcore_hparams> hparams = to_hparams(hparams_in);
+    nb::gil_scoped_release release;
+    cuda::adam_step(tensors.data(), n, hparams.data(), hparams.size(), check_finite,
+                    importer.device(), stream_ptr(stream));
+}
+
+int64_t first_nonfinite(const std::vector<ReadOnlyArray>& arrays, uintptr_t stream) {
+    Importer importer;
+    std::vector<ArrayRef> refs(arrays.size());
+    for (size_t i = 0; i < arrays.size(); ++i) refs[i] = importer.add(arrays[i], "array", i);
+    if (!importer.any()) return -1;
+    nb::gil_scoped_release release;
+    return cuda::first_nonfinite(refs.data(), refs.size(), importer.device(), stream_ptr(stream));
+}
+
+// The bench's probes: contiguous float32 CUDA arrays of one size.
+using Contiguous = nb::ndarray<float, nb::c_contig, nb::device::cuda>;
+using ReadOnlyContiguous = nb::ndarray<const float, nb::c_contig, nb::device::cuda>;
+
+int probe_device(std::initializer_list<std::pair<size_t, int>> arrays) {
+    size_t size = 0;
+    int device = -1;
+    for (const auto& [n, id] : arrays) {
+        if (device < 0) {
+            size = n;
+            device = id;
+        }
+        if (n != size) throw Error(ErrorKind::invalid_value, "the probe's arrays differ in size");
+        if (id != device) throw Error(ErrorKind::invalid_value, "the probe's arrays are on different devices");
+    }
+    return device;
+}
+
+}  // namespace
+}  // namespace adamcore
+
+NB_MODULE(_cuda, m) {
+    using namespace adamcore;
+    m.doc() = "adamcore's CUDA backend: one Adam/AdamW step over many CUDA arrays, on a given stream.";
+
+    nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+        try {
+            std::rethrow_exception(p);
+        } catch (const Error& e) {
+            PyObject* type = PyExc_RuntimeError;
+            switch (e.kind()) {
+                case ErrorKind::invalid_value: type = PyExc_ValueError; break;
+                case ErrorKind::invalid_dtype: type = PyExc_TypeError; break;
+                case ErrorKind::not_finite: type = PyExc_FloatingPointError; break;
+                default: break;  // cuda, unavailable, internal: RuntimeError with CUDA's text
+            }
+            PyErr_SetString(type, e.what());
+        }
+    });
+
+    m.attr("version") = ADAMCORE_VERSION;  // the C ABI version this module was built with
+
+    m.def("device_count", &cuda::device_count, "CUDA devices seen (0 without a driver or a GPU).");
+    m.def("unavailable_reason", &cuda::unavailable_reason,
+          "Why the backend cannot run here, or '' when it can.");
+    m.def("runtime_version", &cuda::runtime_version,
+          "The CUDA runtime of this build (static), as 1000 * major + 10 * minor.");
+    m.def("driver_version", &cuda::driver_version,
+          "The CUDA version the driver supports (0 without a driver).");
+    m.def("devices", [] {
+        std::vector<std::tuple<int, std::string, std::tuple<int, int>, size_t, int>> out;
+        for (const cuda::DeviceInfo& d : cuda::devices())
+            out.emplace_back(d.index, d.name, std::make_tuple(d.major, d.minor), d.total_memory,
+                             d.multiprocessors);
+        return out;
+    }, "(index, name, (major, minor), total memory in bytes, multiprocessors) of each device.");
+
+    nb::class_<CudaPlan>(m, "CudaPlan",
+                         "The params and state of repeated steps, with their device table cached.")
+        .def(nb::init<std::vector<Array>, std::vector<Array>, std::vector<Array>,
+                      std::vector<std::optional<Array>>, std::vector<size_t>>(),
+             "params"_a.noconvert(), "exp_avgs"_a.noconvert(), "exp_avg_sqs"_a.noconvert(),
+             "max_exp_avg_sqs"_a.noconvert(), "hparams_index"_a)
+        .def("step", &CudaPlan::step, "grads"_a.noconvert(), "hparams"_a, "check_finite"_a,
+             "stream"_a)
+        .def_prop_ro("device", &CudaPlan::device)
+        .def("__len__", &CudaPlan::size);
+
+    m.def("adam_step", &adam_step, "params"_a.noconvert(), "grads"_a.noconvert(),
+          "exp_avgs"_a.noconvert(), "exp_avg_sqs"_a.noconvert(), "max_exp_avg_sqs"_a.noconvert(),
+          "hparams_index"_a, "hparams"_a, "check_finite"_a, "stream"_a,
+          "One step over all tensors (CUDA arrays of one device), enqueued on stream: validates "
+          "everything, then launches; returns without waiting for the GPU. Arguments as "
+          "adamcore._core.adam_step, plus the stream (a cudaStream_t as int, 0 the default).");
+
+    m.def("first_nonfinite", &first_nonfinite, "arrays"_a.noconvert(), "stream"_a,
+          "Index of the first array holding inf or NaN, or -1; waits for the check on stream.");
+
+    m.def("stream_probe",
+          [](Contiguous p, ReadOnlyContiguous g, Contiguous mo, Contiguous v, uintptr_t stream) {
+              const int device = probe_device({{p.size(), p.device_id()}, {g.size(), g.device_id()},
+                                               {mo.size(), mo.device_id()}, {v.size(), v.device_id()}});
+              nb::gil_scoped_release release;
+              cuda::stream_probe(p.data(), g.data(), mo.data(), v.data(),
+                                 static_cast<int64_t>(p.size()), device, stream_ptr(stream));
+          },
+          "p"_a.noconvert(), "g"_a.noconvert(), "m"_a.noconvert(), "v"_a.noconvert(), "stream"_a = 0,
+          "Roofline probe: the step's memory traffic (4 read, 3 written) with trivial arithmetic.");
+    m.def("copy",
+          [](Contiguous dst, ReadOnlyContiguous src, uintptr_t stream) {
+              const int device = probe_device({{dst.size(), dst.device_id()}, {src.size(), src.device_id()}});
+              nb::gil_scoped_release release;
+              cuda::copy(dst.data(), src.data(), static_cast<int64_t>(dst.size()), device,
+                         stream_ptr(stream));
+          },
+          "dst"_a.noconvert(), "src"_a.noconvert(), "stream"_a = 0,
+          "Device copy kernel, for the bench's roofline.");
+}

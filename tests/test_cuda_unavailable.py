@@ -1,0 +1,139 @@
+"""The CUDA backend where it cannot run: no adamcore._cuda, no driver, no GPU (CI's case).
+
+These run on every machine: importing adamcore, `info`, dispatch and the C ABI must all say
+clearly that CUDA is not usable, and nothing may fail because of it. tests/test_cuda.py covers
+the backend itself where there is a GPU.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import adamcore
+from adamcore import _cli, _cuda_backend, _dispatch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fresh_probe():
+    """Forgets the probed backend before and after the test."""
+    _cuda_backend.probe.cache_clear()
+    _dispatch._cuda_cache.clear()
+    yield
+    _cuda_backend.probe.cache_clear()
+    _dispatch._cuda_cache.clear()
+
+
+def test_probe_agrees_with_dispatch_and_info():
+    module, reason = _cuda_backend.probe()
+    backend = _dispatch.cuda_backend()
+    text = "\n".join(_cli.info_lines())
+    assert "cuda" in text
+    if module is None or reason:
+        assert backend is None
+        assert reason and reason in text
+    else:
+        assert backend is not None and backend.name == "cuda"
+        assert "cuda device 0:" in text
+
+
+def test_without_the_module(fresh_probe, monkeypatch):
+    """An install built without a CUDA compiler: no adamcore._cuda at all."""
+    monkeypatch.setitem(sys.modules, "adamcore._cuda", None)  # import raises ImportError
+    module, reason = _cuda_backend.probe()
+    assert module is None and "not built" in reason
+    assert _dispatch.cuda_backend() is None
+    assert any(line.startswith("cuda: not built") for line in _cli.info_lines())
+
+
+def test_module_without_a_gpu(fresh_probe):
+    """Built, but no driver or no device here: the module loads and says why."""
+    try:
+        from adamcore import _cuda
+    except ImportError:
+        pytest.skip("this install has no adamcore._cuda")
+    if _cuda.device_count() > 0:
+        pytest.skip("a GPU is visible; tests/test_cuda.py covers it")
+    reason = _cuda.unavailable_reason()
+    assert "driver" in reason or "device" in reason, reason
+    assert _cuda.devices() == []
+    assert _cuda.runtime_version() >= 11000
+    assert _dispatch.cuda_backend() is None
+    assert f"none usable: {reason}" in "\n".join(_cli.info_lines())
+    # the module refuses host arrays before anything runs, naming the array and its device
+    arrays = [np.zeros(3, np.float32) for _ in range(4)]
+    hp = [(1e-3, 0.9, 0.999, 1e-8, 0.0, 1e-3, 1, 0)]
+    with pytest.raises(ValueError, match="param 0 is on cpu"):
+        _cuda.adam_step(arrays[:1], arrays[1:2], arrays[2:3], arrays[3:], [], [], hp, False, 0)
+
+
+def test_cli_info_runs_in_a_fresh_interpreter():
+    out = subprocess.run([sys.executable, "-m", "adamcore", "info"], check=True,
+                         capture_output=True, text=True).stdout
+    assert "cuda" in out
+
+
+def test_numpy_step_never_touches_cuda(fresh_probe, monkeypatch):
+    """Steps of CPU arrays do not even probe for CUDA."""
+    monkeypatch.setattr(_cuda_backend, "load", lambda: pytest.fail("probed CUDA"))
+    p = np.ones(5, np.float32)
+    adamcore.Adam([p], lr=0.1).step([np.ones(5, np.float32)])
+    assert np.all(p < 1)
+
+
+# ---- the C ABI's CUDA entry points in a build without CUDA -----------------------------------
+
+_DRIVER = r"""
+#include <cstdio>
+#include <cstring>
+#include "adamcore/adamcore.h"
+#include "c_api_common.h"
+
+int main() {
+    float x[4] = {0};
+    float* ptrs[1] = {x};
+    const float* cptrs[1] = {x};
+    int64_t n[1] = {4};
+    adamcore_hparams hp = {1e-3, 0.9, 0.999, 1e-8, 0.0, 1e-3, 1, 0};
+    if (adamcore_cuda_available() != 0) return 1;
+    int rc = adamcore_cuda_adam_step_f32(x, x, x, x, nullptr, 4, &hp, nullptr);
+    std::printf("%d %s\n", rc, adamcore::capi::last_error.c_str());
+    double d[4] = {0};
+    rc = adamcore_cuda_adam_step_f64(d, d, d, d, nullptr, 4, &hp, nullptr);
+    std::printf("%d\n", rc);
+    rc = adamcore_cuda_adam_step_multi_f32(ptrs, cptrs, ptrs, ptrs, nullptr, n, 1, &hp, nullptr);
+    std::printf("%d\n", rc);
+    return 0;
+}
+"""
+
+
+def test_c_abi_entry_points_without_the_cuda_backend(tmp_path):
+    """c_api_cuda.cpp compiled without ADAMCORE_WITH_CUDA (a build with no CUDA compiler): the
+    same symbols, each returning ADAMCORE_ERROR_UNAVAILABLE with a message saying why."""
+    cxx = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++") or shutil.which("clang++")
+    if cxx is None or not (ROOT / "cpp" / "src" / "c_api_cuda.cpp").is_file():
+        pytest.skip("needs a C++ compiler and the source tree")
+    driver = tmp_path / "driver.cpp"
+    driver.write_text(_DRIVER)
+    exe = tmp_path / "driver"
+    subprocess.run([cxx, "-std=c++17", "-I", ROOT / "cpp" / "include", "-I", ROOT / "cpp" / "src",
+                    driver, ROOT / "cpp" / "src" / "c_api_cuda.cpp", "-o", exe], check=True)
+    lines = subprocess.run([exe], check=True, capture_output=True, text=True).stdout.splitlines()
+    unavailable = "-5"  # ADAMCORE_ERROR_UNAVAILABLE
+    assert lines[0].startswith(unavailable + " ") and "without the CUDA backend" in lines[0]
+    assert lines[1:] == [unavailable, unavailable]
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
+def test_cmake_rejects_an_unknown_cuda_mode(tmp_path):
+    out = subprocess.run(["cmake", "-S", ROOT, "-B", tmp_path / "build", "-DADAMCORE_CUDA=maybe"],
+                         capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "ADAMCORE_CUDA must be AUTO, ON or OFF" in out.stdout + out.stderr
