@@ -116,9 +116,20 @@ def _row(case: cases_mod.Case, peer, status: str, reason: str | None = None) -> 
 
 
 def run_case(case, quick: bool, budget_s: float, sample_s: float, progress) -> list[dict]:
-    timer = timing.WallClock() if case.device == "cpu" else timing.CudaEvents()
+    """Times every implementation of one case; threads are back as they were afterwards."""
+    import adamcore
+
+    before = adamcore.get_num_threads()
     if case.threads is not None:
         set_threads(case.threads)
+    try:
+        return _run_case(case, quick, budget_s, sample_s, progress)
+    finally:
+        set_threads(before)
+
+
+def _run_case(case, quick, budget_s, sample_s, progress) -> list[dict]:
+    timer = timing.WallClock() if case.device == "cpu" else timing.CudaEvents()
     rows, fns, reps, impls = [], {}, {}, {}
     try:
         work = peers_mod.make_work(case)
@@ -206,15 +217,12 @@ def run(device: str | None = None, quick: bool = False, patterns: list[str] | No
         budget_s: float | None = None, case_list: list | None = None,
         stream=sys.stderr) -> dict:
     """Runs the bench and returns its result (the JSON's content)."""
-    import adamcore
-
     budget = budget_s if budget_s is not None else (0.6 if quick else 4.0)
     sample_s = 0.002 if quick else 0.005
     todo = case_list if case_list is not None else [
         c for d in devices(device)
         for c in cases_mod.select(cases_mod.default_cases(d, quick, usable_cores()), patterns)]
     progress = Progress(stream, len(todo))
-    default_threads = adamcore.get_num_threads()
     rows = []
     try:
         for case in todo:
@@ -222,7 +230,6 @@ def run(device: str | None = None, quick: bool = False, patterns: list[str] | No
             rows += run_case(case, quick, budget, sample_s, progress.detail)
             gc.collect()  # the case's arrays go before the next case allocates
     finally:
-        set_threads(default_threads)
         progress.close()
     return {
         "schema": 1,
