@@ -1,7 +1,7 @@
 // cpu_step.cpp: one Adam step over many CPU tensors, in one parallel region.
 //
-// The tensors' elements form one index space, split evenly among the threads, so a thread's range
-// may cover the end of one tensor and the start of the next. Tensors whose arrays share one dense
+// The tensors' elements form one index space, handed to the threads in chunks, so a chunk may
+// cover the end of one tensor and the start of the next. Tensors whose arrays share one dense
 // layout go to the active SIMD level's kernels; any other layout (strided views, a grad laid out
 // unlike its parameter) goes through the strided loop below, with the same update and results.
 #include <algorithm>
@@ -40,11 +40,18 @@ std::atomic<int>& thread_setting() {
 
 // Below this many elements per thread, starting threads costs more than it saves.
 constexpr int64_t min_elements_per_thread = 1 << 15;
-// Thread boundaries fall on multiples of this (a cache line of float16), so threads never share
+// Chunk boundaries fall on multiples of this (a cache line of float16), so threads never share
 // a cache line within a tensor.
 constexpr int64_t split_granule = 64;
+// Work is handed out in chunks of at least this many elements (64 KiB of each float32 array):
+// small enough that a thread the OS has descheduled (these machines are shared) holds up at most
+// one chunk, large enough that taking a chunk (one atomic add, one search for its tensors) is
+// noise next to the chunk's memory traffic.
+constexpr int64_t min_chunk = 1 << 14;
+constexpr int64_t chunks_per_thread = 8;
 
-// Runs body(begin, end) over [0, total) split among the threads.
+// Runs body(begin, end) over [0, total), split among the threads in chunks taken dynamically
+// from one counter; the pieces cover [0, total) exactly once, whatever the timing.
 template <class Body>
 void parallel_ranges(int64_t total, const Body& body) {
     const int64_t wanted = std::max<int64_t>(1, total / min_elements_per_thread);
@@ -54,16 +61,16 @@ void parallel_ranges(int64_t total, const Body& body) {
         return;
     }
 #if defined(_OPENMP)
+    int64_t chunk = std::max(min_chunk, total / (threads * chunks_per_thread));
+    chunk = (chunk + split_granule - 1) / split_granule * split_granule;
+    std::atomic<int64_t> next{0};
 #pragma omp parallel num_threads(threads)
     {
-        const int64_t team = omp_get_num_threads();
-        const int64_t id = omp_get_thread_num();
-        auto boundary = [&](int64_t k) {
-            const int64_t b = total / team * k + total % team * k / team;
-            return k == team ? total : std::min(total, b / split_granule * split_granule);
-        };
-        const int64_t begin = boundary(id), end = boundary(id + 1);
-        if (begin < end) body(begin, end);
+        for (;;) {
+            const int64_t begin = next.fetch_add(chunk, std::memory_order_relaxed);
+            if (begin >= total) break;
+            body(begin, std::min(total, begin + chunk));
+        }
     }
 #else
     body(int64_t{0}, total);
