@@ -18,26 +18,20 @@ BIG = [0, 1, 63, 64, 65, 2**31 - 1, 2**31, 2**31 + 5, 2**32 + 3, 3 * 2**31 + 7, 
        2**62 + 11]
 
 
-def _expected_range(total, team, k):
-    def boundary(j):
-        if j == team:
-            return total
-        return min(total, total * j // team // GRANULE * GRANULE)
-
-    return boundary(k), boundary(k + 1)
-
-
 @pytest.mark.parametrize("total", BIG)
-@pytest.mark.parametrize("team", [1, 2, 3, 7, 16, 64, 255])
-def test_thread_ranges_tile_the_index_space(total, team):
-    ranges = [hooks.thread_range(total, team, k) for k in range(team)]
-    assert ranges == [_expected_range(total, team, k) for k in range(team)]
+@pytest.mark.parametrize("threads", [2, 3, 7, 16, 64, 255])
+def test_chunks_tile_the_index_space(total, threads):
+    ranges = hooks.chunks(total, threads)
+    if total == 0:
+        assert ranges == []
+        return
     assert ranges[0][0] == 0 and ranges[-1][1] == total
     for (b0, e0), (b1, e1) in zip(ranges, ranges[1:]):
-        assert e0 == b1 and b0 <= e0  # contiguous, in order, never overlapping
-    for b, e in ranges:
-        assert b % GRANULE == 0 or b == total
-        assert e - b <= total // team + GRANULE + 1  # balanced
+        assert e0 == b1 and b0 < e0  # contiguous, in order, never overlapping or empty
+    chunk = ranges[0][1] - ranges[0][0]
+    assert chunk % GRANULE == 0  # threads never share a cache line within a tensor
+    assert all(e - b == chunk for b, e in ranges[:-1])
+    assert len(ranges) <= 8 * threads + 1  # a few chunks per thread, not millions
 
 
 def _expected_pieces(counts, begin, end):

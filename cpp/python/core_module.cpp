@@ -258,7 +258,7 @@ NB_MODULE(_core, m) {
 
     // Test hooks: the CPU step's index arithmetic with any 64-bit sizes (tests/test_large_index.py).
     nb::module_ hooks = m.def_submodule("_testing", "Index arithmetic of the CPU step, for tests.");
-    hooks.def("thread_range", &testing::thread_range, "total"_a, "team"_a, "k"_a);
+    hooks.def("chunks", &testing::chunks, "total"_a, "threads"_a);
     hooks.def("pieces", &testing::pieces, "counts"_a, "begin"_a, "end"_a);
     hooks.def("strided_offsets", &testing::strided_offsets, "shape"_a, "strides"_a, "begin"_a,
                 "end"_a);

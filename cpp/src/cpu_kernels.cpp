@@ -43,6 +43,118 @@ void update_run(T* __restrict p, const T* __restrict g, T* __restrict m, T* __re
     }
 }
 
+// ---- 16-bit parameters in registers (AVX2, AVX-512) ---------------------------------------------
+// A 16-bit step is memory-bound only if its conversions cost next to nothing: each vector of
+// params (and 16-bit grads) is widened in registers with one or two instructions, updated by the
+// same adam_update() as every other path (on a small vector type whose operators are the IEEE
+// lane-wise operations, so the results are bit-identical), and narrowed back.
+#if defined(__AVX2__) && defined(__F16C__)
+#define ADAMCORE_VECTOR_16BIT 1
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+constexpr int64_t lanes = 16;
+using VF = float __attribute__((vector_size(64)));
+#else
+constexpr int64_t lanes = 8;
+using VF = float __attribute__((vector_size(32)));
+#endif
+
+struct Vec {
+    VF x;
+};
+static inline Vec operator+(Vec a, Vec b) { return {a.x + b.x}; }
+static inline Vec operator-(Vec a, Vec b) { return {a.x - b.x}; }
+static inline Vec operator*(Vec a, Vec b) { return {a.x * b.x}; }
+static inline Vec operator/(Vec a, Vec b) { return {a.x / b.x}; }
+static inline Vec sqrt_rn(Vec a) {  // found by argument-dependent lookup from adam_update()
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    return {(VF)_mm512_sqrt_ps((__m512)a.x)};
+#else
+    return {(VF)_mm256_sqrt_ps((__m256)a.x)};
+#endif
+}
+
+static inline Vec load(const float* p) {
+    Vec v;
+    std::memcpy(&v.x, p, sizeof v.x);
+    return v;
+}
+static inline void store(float* p, Vec v) { std::memcpy(p, &v.x, sizeof v.x); }
+
+static inline Vec load(const float16* p) {
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    return {(VF)_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))};
+#else
+    return {(VF)_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))};
+#endif
+}
+static inline void store(float16* p, Vec v) {
+    // F16C rounds to nearest even and quiets NaNs like narrow() does
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                        _mm512_cvtps_ph((__m512)v.x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#else
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                     _mm256_cvtps_ph((__m256)v.x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+}
+
+static inline Vec load(const bfloat16* p) {  // a bfloat16 is the top half of a float
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    return {(VF)_mm512_castsi512_ps(_mm512_slli_epi32(w, 16))};
+#else
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return {(VF)_mm256_castsi256_ps(_mm256_slli_epi32(w, 16))};
+#endif
+}
+static inline void store(bfloat16* p, Vec v) {
+    // narrow(float, bfloat16) lane-wise: round to nearest even; a NaN stays a quiet NaN
+    using VU = uint32_t __attribute__((vector_size(sizeof(VF))));
+    const VU u = (VU)v.x;
+    const VU rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const VU quiet = (u >> 16) | 0x40u;
+    const VU out = ((u & 0x7fffffffu) > 0x7f800000u) ? quiet : rounded;
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16((__m512i)out));
+#else
+    const __m256i packed = _mm256_packus_epi32((__m256i)out, (__m256i)out);  // values fit 16 bits
+    const __m256i ordered = _mm256_permute4x64_epi64(packed, 0x08);          // lanes 0 and 2
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(ordered));
+#endif
+}
+
+static inline Coeffs<Vec> broadcast(const Coeffs<float>& c) {
+    auto b = [](float x) {
+        Vec r;
+        for (int64_t k = 0; k < lanes; ++k) r.x[k] = x;
+        return r;
+    };
+    return {b(c.beta1), b(c.one_minus_beta1), b(c.beta2), b(c.one_minus_beta2), b(c.grad_sign),
+            b(c.weight_decay), b(c.decay), b(c.step_size), b(c.inv_bias_correction2_sqrt),
+            b(c.eps)};
+}
+
+template <bool L2, class P, class G>
+void update_run_vector(P* p, const G* g, float* m, float* v, int64_t n, const Coeffs<float>& c) {
+    const Coeffs<Vec> cv = broadcast(c);
+    int64_t i = 0;
+    for (; i + lanes <= n; i += lanes) {
+        Vec pi = load(p + i), mi = load(m + i), vi = load(v + i), unused{};
+        adam_update<L2, false>(pi, load(g + i), mi, vi, unused, cv);
+        store(p + i, pi);
+        store(m + i, mi);
+        store(v + i, vi);
+    }
+    for (; i < n; ++i) {  // the tail, one element at a time through the same update
+        float pi = widen(p[i]), mi = m[i], vi = v[i], unused = 0.0f;
+        adam_update<L2, false>(pi, widen(g[i]), mi, vi, unused, c);
+        p[i] = narrow(pi, P{});
+        m[i] = mi;
+        v[i] = vi;
+    }
+}
+#endif
+
 template <class H>
 void widen_run(const H* __restrict src, float* __restrict dst, int64_t n) {
     int64_t i = 0;
@@ -110,6 +222,12 @@ void dense(const DenseTensor& t, int64_t begin, int64_t end, const StepCoeffs& c
     } else if constexpr (std::is_same_v<P, float>) {
         update_run<L2, AMSGRAD>(p, g, m, v, vmax, n, c.f32);
     } else {
+#if defined(ADAMCORE_VECTOR_16BIT)
+        if constexpr (!AMSGRAD) {  // amsgrad's NaN-propagating max stays on the block path
+            update_run_vector<L2>(p, g, m, v, n, c.f32);
+            return;
+        }
+#endif
         update_run_16bit<L2, AMSGRAD>(p, g, m, v, vmax, n, c.f32);
     }
 }

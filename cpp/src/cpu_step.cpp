@@ -1,7 +1,7 @@
 // cpu_step.cpp: one Adam step over many CPU tensors, in one parallel region.
 //
-// The tensors' elements form one index space, split evenly among the threads, so a thread's range
-// may cover the end of one tensor and the start of the next. Tensors whose arrays share one dense
+// The tensors' elements form one index space, handed to the threads in chunks, so a chunk may
+// cover the end of one tensor and the start of the next. Tensors whose arrays share one dense
 // layout go to the active SIMD level's kernels; any other layout (strided views, a grad laid out
 // unlike its parameter) goes through the strided loop below, with the same update and results.
 #include <algorithm>
@@ -41,17 +41,25 @@ std::atomic<int>& thread_setting() {
 
 // Below this many elements per thread, starting threads costs more than it saves.
 constexpr int64_t min_elements_per_thread = 1 << 15;
-// Thread boundaries fall on multiples of this (a cache line of float16), so threads never share
+// Chunk boundaries fall on multiples of this (a cache line of float16), so threads never share
 // a cache line within a tensor.
 constexpr int64_t split_granule = 64;
+// Work is handed out in chunks of at least this many elements (64 KiB of each float32 array):
+// small enough that a thread the OS has descheduled (these machines are shared) holds up at most
+// one chunk, large enough that taking a chunk (one atomic add, one search for its tensors) is
+// noise next to the chunk's memory traffic.
+constexpr int64_t min_chunk = 1 << 14;
+constexpr int64_t chunks_per_thread = 8;
 
-// Where thread k of a team of `team` starts in [0, total) (k == team: the end).
-int64_t split_boundary(int64_t total, int64_t team, int64_t k) {
-    const int64_t b = total / team * k + total % team * k / team;
-    return k == team ? total : std::min(total, b / split_granule * split_granule);
+// The chunk size the threads take from the shared counter: a multiple of split_granule, at least
+// min_chunk, about chunks_per_thread chunks per thread.
+int64_t chunk_size(int64_t total, int64_t threads) {
+    const int64_t chunk = std::max(min_chunk, total / (threads * chunks_per_thread));
+    return (chunk + split_granule - 1) / split_granule * split_granule;
 }
 
-// Runs body(begin, end) over [0, total) split among the threads.
+// Runs body(begin, end) over [0, total), split among the threads in chunks taken dynamically
+// from one counter; the pieces cover [0, total) exactly once, whatever the timing.
 template <class Body>
 void parallel_ranges(int64_t total, const Body& body) {
     const int64_t wanted = std::max<int64_t>(1, total / min_elements_per_thread);
@@ -61,13 +69,15 @@ void parallel_ranges(int64_t total, const Body& body) {
         return;
     }
 #if defined(_OPENMP)
+    const int64_t chunk = chunk_size(total, threads);
+    std::atomic<int64_t> next{0};
 #pragma omp parallel num_threads(threads)
     {
-        const int64_t team = omp_get_num_threads();
-        const int64_t id = omp_get_thread_num();
-        const int64_t begin = split_boundary(total, team, id);
-        const int64_t end = split_boundary(total, team, id + 1);
-        if (begin < end) body(begin, end);
+        for (;;) {
+            const int64_t begin = next.fetch_add(chunk, std::memory_order_relaxed);
+            if (begin >= total) break;
+            body(begin, std::min(total, begin + chunk));
+        }
     }
 #else
     body(int64_t{0}, total);
@@ -405,8 +415,14 @@ void cpu_copy(float* dst, const float* src, int64_t n) {
 
 namespace testing {
 
-std::pair<int64_t, int64_t> thread_range(int64_t total, int64_t team, int64_t k) {
-    return {split_boundary(total, team, k), split_boundary(total, team, k + 1)};
+std::vector<std::pair<int64_t, int64_t>> chunks(int64_t total, int64_t threads) {
+    // the ranges parallel_ranges hands out, in the order the counter gives them
+    std::vector<std::pair<int64_t, int64_t>> out;
+    const int64_t chunk = chunk_size(total, threads);
+    for (int64_t begin = 0; begin < total; begin += chunk) {
+        out.emplace_back(begin, std::min(total, begin + chunk));
+    }
+    return out;
 }
 
 std::vector<std::tuple<int64_t, int64_t, int64_t>> pieces(const std::vector<int64_t>& counts,

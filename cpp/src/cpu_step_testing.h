@@ -9,8 +9,8 @@
 
 namespace adamcore::testing {
 
-// [begin, end) of thread k in a team of `team` splitting `total` elements.
-std::pair<int64_t, int64_t> thread_range(int64_t total, int64_t team, int64_t k);
+// The [begin, end) chunks that `threads` threads take from the shared counter over `total` elements.
+std::vector<std::pair<int64_t, int64_t>> chunks(int64_t total, int64_t threads);
 
 // The (tensor, lo, hi) pieces a thread's global range [begin, end) covers, for tensors of the
 // given element counts laid end to end (empty tensors take no place).

@@ -55,7 +55,17 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("info", help="version, backends, SIMD levels, threads")
     bench = sub.add_parser("bench", help="time adamcore against its peers and the roofline")
-    bench.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
+    bench.add_argument("--quick", action="store_true",
+                       help="small sizes and short rounds: under a minute")
+    bench.add_argument("--device", choices=("cpu", "cuda"),
+                       help="only this device (default: the CPU, and CUDA when a GPU is seen)")
+    bench.add_argument("--cases", metavar="TEXT[,TEXT...]",
+                       help="only the cases whose name contains one of these, e.g. '64M,bf16'")
+    bench.add_argument("--json", metavar="PATH", help="write the results (with the machine, "
+                       "versions and commit) as JSON")
+    bench.add_argument("--plot", metavar="PATH", help="draw a PNG (needs matplotlib)")
+    bench.add_argument("--budget", type=float, metavar="SECONDS",
+                       help="timing rounds per case (default: 4, or 0.6 with --quick)")
     args = parser.parse_args(argv)
 
     if args.include_dir or args.cmake_dir or args.library:
@@ -75,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(info_lines()))
         return 0
     if args.command == "bench":
-        from ._bench import run
+        from .bench import main as bench_main
 
-        return run(quick=args.quick)
+        return bench_main(device=args.device, quick=args.quick,
+                          patterns=args.cases.split(",") if args.cases else None,
+                          json_path=args.json, plot_path=args.plot, budget_s=args.budget)
     parser.print_help()
     return 0

@@ -111,12 +111,12 @@ ADAMCORE_HD T nan_max(T a, T b) {
 template <bool L2, bool AMSGRAD, class T>
 ADAMCORE_HD void adam_update(T& p, T g, T& m, T& v, T& vmax, const Coeffs<T>& c) {
     g = g * c.grad_sign;
-    if (L2) g = g + c.weight_decay * p;
+    if constexpr (L2) g = g + c.weight_decay * p;
     p = p * c.decay;
     m = c.beta1 * m + c.one_minus_beta1 * g;
     v = c.beta2 * v + c.one_minus_beta2 * g * g;
     T second = v;
-    if (AMSGRAD) {
+    if constexpr (AMSGRAD) {  // compiled only where used: vector types have no nan_max
         vmax = nan_max(vmax, v);
         second = vmax;
     }

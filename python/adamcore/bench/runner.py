@@ -1,0 +1,263 @@
+"""Runs the cases: sets threads, builds every implementation, times them interleaved, and
+collects the rows with the machine, the versions and the commit."""
+
+from __future__ import annotations
+
+import ctypes
+import datetime
+import gc
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+
+from . import cases as cases_mod
+from . import peers as peers_mod
+from . import report, timing
+
+
+# ---- the machine --------------------------------------------------------------------------------
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def gpu_names() -> list[str]:
+    """Names of the CUDA GPUs that CuPy or torch see (none without either)."""
+    try:
+        import cupy
+
+        return [cupy.cuda.runtime.getDeviceProperties(i)["name"].decode()
+                for i in range(cupy.cuda.runtime.getDeviceCount())]
+    except Exception:  # noqa: BLE001 - no CuPy, no driver, no device: all mean "no GPU"
+        pass
+    try:
+        import torch
+
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def machine() -> dict:
+    import adamcore
+
+    gpus = gpu_names()
+    return {"cpu": cpu_model(), "cores": usable_cores(), "logical_cores": os.cpu_count(),
+            "simd": adamcore.get_simd_level(), "threads": adamcore.get_num_threads(),
+            "gpu": gpus[0] if gpus else None, "gpus": gpus,
+            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
+
+
+def versions() -> dict:
+    out = {}
+    for dist in ("adamcore", "numpy", "torch", "cupy", "cupy-cuda12x", "cupy-cuda13x",
+                 "deepspeed", "torch-optimi", "matplotlib"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree the bench runs from (the current directory's checkout)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# ---- threads ------------------------------------------------------------------------------------
+
+def set_threads(n: int) -> None:
+    """The thread count of everything a CPU case runs: adamcore's core, torch, and any other
+    OpenMP runtime already loaded (DeepSpeed's op uses the system libgomp)."""
+    import adamcore
+
+    adamcore.set_num_threads(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+    for name in ("libgomp.so.1", "libomp.so", "libiomp5.so"):
+        try:
+            lib = ctypes.CDLL(name, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+        except (OSError, AttributeError):
+            continue
+        lib.omp_set_num_threads(ctypes.c_int(n))
+
+
+# ---- one case -----------------------------------------------------------------------------------
+
+def _row(case: cases_mod.Case, peer, status: str, reason: str | None = None) -> dict:
+    row = dict.fromkeys(report.ROW_KEYS)
+    row.update(case=case.name, device=case.device, dtype=case.dtype, grad_dtype=case.grad_dtype,
+               elements=case.elements, tensors=case.tensors, threads=case.threads,
+               impl=peer.name, kind=peer.kind, status=status, reason=reason)
+    return row
+
+
+def run_case(case, quick: bool, budget_s: float, sample_s: float, progress) -> list[dict]:
+    """Times every implementation of one case; threads are back as they were afterwards."""
+    import adamcore
+
+    before = adamcore.get_num_threads()
+    if case.threads is not None:
+        set_threads(case.threads)
+    try:
+        return _run_case(case, quick, budget_s, sample_s, progress)
+    finally:
+        set_threads(before)
+
+
+def _run_case(case, quick, budget_s, sample_s, progress) -> list[dict]:
+    timer = timing.WallClock() if case.device == "cpu" else timing.CudaEvents()
+    rows, fns, reps, impls = [], {}, {}, {}
+    try:
+        work = peers_mod.make_work(case)
+    except peers_mod.Skip as e:
+        return [_row(case, p, "skipped", str(e)) for p in peers_mod.peers_for(case.device)]
+    for peer in peers_mod.peers_for(case.device):
+        row = _row(case, peer, "ok")
+        rows.append(row)
+        if quick and not peer.quick:
+            row.update(status="skipped", reason="not in --quick (builds its op on first use)")
+            continue
+        progress(f"{case.name}: setting up {peer.name}")
+        try:
+            impl = peer.setup(work)
+            reps[peer.name] = timing.calibrate(timer, impl.step, sample_s)
+        except peers_mod.Skip as e:
+            row.update(status="skipped", reason=str(e))
+            continue
+        except Exception as e:  # noqa: BLE001 - a broken peer is reported, not fatal
+            row.update(status="error", reason=f"{type(e).__name__}: {e}".splitlines()[0][:200])
+            continue
+        fns[peer.name], impls[peer.name] = impl.step, impl
+
+    def tick(done):
+        progress(f"{case.name}: round {done}")
+
+    try:
+        samples = timing.interleaved(timer, fns, reps, budget_s, progress=tick)
+    except Exception as e:  # noqa: BLE001
+        for row in rows:
+            if row["status"] == "ok":
+                row.update(status="error", reason=f"{type(e).__name__}: {e}"[:200])
+        return rows
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        s = samples[row["impl"]]
+        row.update(ms=1e3 * timing.median(s), ms_min=1e3 * min(s), samples=len(s),
+                   bytes=int(impls[row["impl"]].nbytes()))
+    report.finish_rows(rows)
+    return rows
+
+
+class Progress:
+    """One progress line on stderr: rewritten in place on a terminal, one line per case else."""
+
+    def __init__(self, stream, total: int):
+        self.stream, self.total, self.index, self.width = stream, total, 0, 0
+        self.interactive = getattr(stream, "isatty", lambda: False)()
+
+    def next_case(self, name: str) -> None:
+        self.index += 1
+        self.case = name
+        self._write(name, force=True)
+
+    def detail(self, text: str) -> None:
+        if self.interactive:
+            self._write(text)
+
+    def _write(self, text: str, force: bool = False) -> None:
+        line = f"[{self.index}/{self.total}] {text}"
+        if self.interactive:
+            self.stream.write("\r" + line.ljust(self.width))
+            self.width = len(line)
+        elif force:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.interactive:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+def devices(wanted: str | None) -> list[str]:
+    """cpu always; cuda when a GPU is visible (or when asked for explicitly)."""
+    if wanted:
+        return [wanted]
+    return ["cpu"] + (["cuda"] if gpu_names() else [])
+
+
+def run(device: str | None = None, quick: bool = False, patterns: list[str] | None = None,
+        budget_s: float | None = None, case_list: list | None = None,
+        stream=sys.stderr) -> dict:
+    """Runs the bench and returns its result (the JSON's content)."""
+    budget = budget_s if budget_s is not None else (0.6 if quick else 4.0)
+    sample_s = 0.002 if quick else 0.005
+    todo = case_list if case_list is not None else [
+        c for d in devices(device)
+        for c in cases_mod.select(cases_mod.default_cases(d, quick, usable_cores()), patterns)]
+    progress = Progress(stream, len(todo))
+    rows = []
+    try:
+        for case in todo:
+            progress.next_case(case.name)
+            rows += run_case(case, quick, budget, sample_s, progress.detail)
+            gc.collect()  # the case's arrays go before the next case allocates
+    finally:
+        progress.close()
+    return {
+        "schema": 1,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "settings": {"quick": quick, "budget_s": budget, "sample_s": sample_s,
+                     "cases": patterns or None, "device": device},
+        "rows": rows,
+    }
+
+
+def main(device=None, quick=False, patterns=None, json_path=None, plot_path=None,
+         budget_s=None) -> int:
+    result = run(device, quick, patterns, budget_s)
+    m = result["machine"]
+    print(f"adamcore {result['versions'].get('adamcore')} bench on {m['cpu']} "
+          f"({m['cores']} cores, SIMD {m['simd']})" + (f", GPU {m['gpu']}" if m["gpu"] else ""))
+    print("time/step: median of interleaved rounds; GB/s: bytes each implementation must move "
+          "(fp32: 28 B/element) / time; % probe: of the roofline probe's GB/s; vs best peer: "
+          "the fastest peer's time / this time\n")
+    print(report.table(result["rows"]))
+    if json_path:
+        report.write_json(json_path, result)
+        print(f"wrote {json_path}")
+    if plot_path:
+        why = report.write_plot(plot_path, result)
+        print(f"no plot: {why}" if why else f"wrote {plot_path}")
+    errors = [r for r in result["rows"] if r["status"] == "error"]
+    return 1 if errors and all(r["status"] != "ok" for r in result["rows"]) else 0
