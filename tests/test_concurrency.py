@@ -10,7 +10,7 @@ import pytest
 import adamcore
 
 THREADS = 8
-STEPS = 25
+STEPS = 12
 
 
 def _problem(seed, kind):

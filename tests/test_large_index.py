@@ -146,3 +146,39 @@ def test_float16_param_of_2_31_plus_5_elements():
     tail = N - rows * 7
     np.testing.assert_array_equal(p[rows * 7:], ep[:tail])
     np.testing.assert_array_equal(m[rows * 7:], em[:tail])
+
+
+def _cuda_memory():
+    try:
+        import torch
+    except ImportError:
+        return 0
+    if not torch.cuda.is_available():
+        return 0
+    free, _ = torch.cuda.mem_get_info()
+    return free
+
+
+@pytest.mark.skipif(_cuda_memory() < NEEDED,
+                    reason="needs a CUDA device (torch) with about 25 GiB of free memory")
+def test_float16_param_of_2_31_plus_5_elements_cuda():
+    """The same step on the GPU, through whichever backend takes torch CUDA tensors."""
+    import torch
+
+    pattern = torch.tensor([-3, -2, -1, 0, 1, 2, 3], dtype=torch.float16)
+    p = torch.full((N,), 0.5, dtype=torch.float16, device="cuda")
+    g = torch.empty(N, dtype=torch.float16, device="cuda")
+    whole = N // 7 * 7
+    g[:whole].view(-1, 7)[...] = pattern.cuda()
+    g[whole:] = pattern[:N - whole].cuda()
+    m = torch.zeros(N, device="cuda")
+    v = torch.zeros(N, device="cuda")
+    adamcore.adam_step(p, g, m, v, step=1, lr=1e-2)
+    torch.cuda.synchronize()
+    ep, em = np.full(7, 0.5, np.float16), np.zeros(7, np.float32)
+    adamcore.adam_step(ep, pattern.numpy(), em, np.zeros(7, np.float32), step=1, lr=1e-2)
+    # any indexing error leaves elements at 0.5 or steps them twice: far beyond an ulp
+    for arr, want in ((p, ep), (m, em)):
+        want = torch.from_numpy(want).cuda()
+        assert torch.allclose(arr[:whole].view(-1, 7).float(), want.float(), rtol=1e-3, atol=0)
+        assert torch.allclose(arr[whole:].float(), want[:N - whole].float(), rtol=1e-3, atol=0)

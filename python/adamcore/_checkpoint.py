@@ -72,12 +72,12 @@ def load(path) -> dict:
                         raise ValueError(f"array {name} has shape {a.shape} and dtype {a.dtype}; "
                                          f"its metadata says {tuple(shape)} and {dtype}")
                     arrays[name] = a
+                return _unpack(meta, arrays)
         except ValueError as e:
             raise ValueError(f"{path} is not a valid adamcore checkpoint: {e}") from e
-        except (OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as e:
+        except (OSError, EOFError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as e:
             raise ValueError(f"{path} is not a valid adamcore checkpoint (truncated or "
                              f"corrupted?): {type(e).__name__}: {e}") from e
-    return _unpack(meta, arrays)
 
 
 # ---- packing --------------------------------------------------------------------------------
