@@ -381,8 +381,8 @@ class _Plan:
         if len(params) != len(self.params) or not all(map(_is, params, self.params)):
             return False
         hparams = []
-        for (group, amsgrad, _), step in zip(self.groups, self.group_steps):
-            if group["amsgrad"] != amsgrad:
+        for (group, amsgrad, check_finite), step in zip(self.groups, self.group_steps):
+            if group["amsgrad"] != amsgrad or group["check_finite"] != check_finite:
                 return False
             lr = float(group["lr"])
             beta1, beta2 = group["betas"]
