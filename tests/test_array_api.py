@@ -318,3 +318,31 @@ def test_reference_backend_on_torch_tensors_that_require_grad(monkeypatch):
     for p, q in zip(params, native):
         assert p.requires_grad and p.grad_fn is None
         torch.testing.assert_close(p.detach(), q, rtol=0, atol=0)
+
+
+def test_jax_arrays_never_reach_the_native_core(monkeypatch):
+    """nanobind would take a JAX array's buffer as writable through DLPack: adamcore must keep
+    immutable arrays away from the native backends (and leave the caller's arrays unchanged)."""
+    jnp = namespace("jax")
+    from adamcore import _dispatch
+
+    seen = []
+    real_run = _dispatch.CpuNative.run
+
+    def spy(self, tensors, hparams):
+        seen.extend(_arrays.library(t.param) for t in tensors)
+        return real_run(self, tensors, hparams)
+
+    monkeypatch.setattr(_dispatch.CpuNative, "run", spy)
+    p, np_p = jnp.asarray(_start()[0], dtype=jnp.float32), np.asarray(_start()[0], np.float32)
+    before = np.asarray(p).copy()
+    opt = adamcore.Adam([{"params": [p]}, {"params": [np_p]}], lr=0.1)
+    for step in range(2):
+        g = _grads(step)[0]
+        new_p, _ = opt.step([jnp.asarray(g, dtype=jnp.float32), g.astype(np.float32)])
+    assert seen == ["numpy", "numpy"]
+    np.testing.assert_array_equal(np.asarray(p), before)
+    np.testing.assert_allclose(np.asarray(new_p), np_p, rtol=1e-6, atol=1e-7)
+    grads = [jnp.asarray(g, dtype=jnp.float32) for g in _grads(0)]
+    out, _ = adamcore.clip_by_global_norm(grads, 0.01)
+    assert seen == ["numpy", "numpy"] and not any(a is b for a, b in zip(out, grads))

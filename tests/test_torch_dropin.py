@@ -326,6 +326,21 @@ def test_bad_grads_change_nothing():
         assert torch.equal(s["exp_avg"], sd["state"][i]["exp_avg"])
 
 
+def test_check_finite_switched_on_while_the_plan_is_in_use():
+    model = _mlp()
+    opt = adamcore_torch.Adam(model.parameters(), lr=0.1)
+    _train(model, opt, range(2))
+    assert opt._plan is not None
+    opt.param_groups[0]["check_finite"] = True
+    before = [p.detach().clone() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    model[0].bias.grad[3] = float("inf")
+    with pytest.raises(FloatingPointError):
+        opt.step()
+    assert all(torch.equal(p.detach(), b) for p, b in zip(model.parameters(), before))
+
+
 def test_reference_backend_route_for_torch_tensors(monkeypatch):
     """Where no CUDA backend is built, torch CUDA tensors take the Reference backend: run that
     route on CPU tensors (which require grad) and compare with the core."""

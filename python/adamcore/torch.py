@@ -102,9 +102,10 @@ class Adam(Optimizer):
             raise TypeError("lr must be a float or a tensor, not a callable")
         if group.get("capturable") or group.get("differentiable"):
             raise ValueError("adamcore.torch does not support capturable or differentiable")
+        first = sum(len(g["params"]) for g in self.param_groups[:-1])
         try:
             _hparams.check_group(_plain(group))
-            for i, p in enumerate(group["params"]):
+            for i, p in enumerate(group["params"], start=first):
                 _validation.check_param(i, p)
         except (ValueError, TypeError):
             self.param_groups.pop()
@@ -380,8 +381,8 @@ class _Plan:
         if len(params) != len(self.params) or not all(map(_is, params, self.params)):
             return False
         hparams = []
-        for (group, amsgrad, _), step in zip(self.groups, self.group_steps):
-            if group["amsgrad"] != amsgrad:
+        for (group, amsgrad, check_finite), step in zip(self.groups, self.group_steps):
+            if group["amsgrad"] != amsgrad or group["check_finite"] != check_finite:
                 return False
             lr = float(group["lr"])
             beta1, beta2 = group["betas"]
