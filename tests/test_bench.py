@@ -45,9 +45,10 @@ def test_every_row_has_numbers_or_a_reason(result):
 def test_adamcore_and_the_roofline_always_run(result):
     for case in TINY:
         ok = {r["impl"] for r in result["rows"] if r["case"] == case.name and r["status"] == "ok"}
+        if case.dtype == "bfloat16" and not peers.have("torch"):
+            assert not ok  # bfloat16 arrays need torch: the whole case is skipped
+            continue
         assert {"adamcore", "adamcore raw core", "probe (roofline)", "copy"} <= ok, case.name
-        if case.dtype != "bfloat16" or peers.have("torch"):
-            assert "adamcore" in ok
 
 
 def test_speedup_is_relative_to_the_fastest_peer(result):
