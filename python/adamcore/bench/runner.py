@@ -130,12 +130,12 @@ def run_case(case, quick: bool, budget_s: float, sample_s: float, progress,
 
 
 def _run_case(case, quick, budget_s, sample_s, progress, min_rounds) -> list[dict]:
-    timer = timing.WallClock() if case.device == "cpu" else timing.CudaEvents()
     rows, fns, reps, impls = [], {}, {}, {}
     try:
         work = peers_mod.make_work(case)
     except peers_mod.Skip as e:
         return [_row(case, p, "skipped", str(e)) for p in peers_mod.peers_for(case.device)]
+    timer = timing.WallClock() if case.device == "cpu" else timing.CudaEvents()
     for peer in peers_mod.peers_for(case.device):
         row = _row(case, peer, "ok")
         rows.append(row)
