@@ -115,6 +115,9 @@ def test_table_and_plot(result, tmp_path):
     text = report.table(result["rows"])
     for case in TINY:
         assert case.name in text
+    summary = report.summary_markdown(result["rows"]).splitlines()
+    assert len(summary) == 2 + len({r["case"] for r in result["rows"]
+                                    if r["impl"] == "adamcore" and r["status"] == "ok"})
     why = report.write_plot(str(tmp_path / "bench.png"), result)
     if peers.have("matplotlib"):
         assert why is None

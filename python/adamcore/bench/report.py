@@ -106,3 +106,23 @@ def write_plot(path: str, result: dict) -> str | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None
+
+
+
+def summary_markdown(rows: list[dict]) -> str:
+    """One line per case: adamcore, the probe, the best peer (the README's table)."""
+    lines = ["| case | adamcore | % of probe | probe | best peer | adamcore vs best peer |",
+             "| --- | ---: | ---: | ---: | --- | ---: |"]
+    for case in dict.fromkeys(r["case"] for r in rows):
+        ok = {r["impl"]: r for r in rows if r["case"] == case and r["status"] == "ok"}
+        ours, probe = ok.get("adamcore"), ok.get("probe (roofline)")
+        if ours is None:
+            continue
+        peers = [r for r in ok.values() if r["kind"] == "peer"]
+        best = min(peers, key=lambda r: r["ms"]) if peers else None
+        pct = f"{ours['pct_probe']:.0f}%" if ours["pct_probe"] is not None else "-"
+        lines.append(f"| {case} | {_time_text(ours['ms'])} | {pct} | "
+                     f"{_time_text(probe['ms']) if probe else '-'} | "
+                     + (f"{best['impl']} {_time_text(best['ms'])} | {ours['speedup']:.2f}x |"
+                        if best else "- | - |"))
+    return "\n".join(lines)
