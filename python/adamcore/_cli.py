@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                        "versions and commit) as JSON")
     bench.add_argument("--plot", metavar="PATH", help="draw a PNG (needs matplotlib)")
     bench.add_argument("--budget", type=float, metavar="SECONDS",
-                       help="timing rounds per case (default: 4, or 0.6 with --quick)")
+                       help="timing rounds per case (default: 6, or 0.6 with --quick)")
     args = parser.parse_args(argv)
 
     if args.include_dir or args.cmake_dir or args.library:

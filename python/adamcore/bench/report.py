@@ -76,7 +76,7 @@ def write_plot(path: str, result: dict) -> str | None:
     cases = list(dict.fromkeys(r["case"] for r in rows))
     impls = list(dict.fromkeys(r["impl"] for r in rows if not r["impl"].startswith("probe")))
     width = 0.8 / max(1, len(impls))
-    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(cases) + 3), 5.5))
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(cases) + 3), 6))
     colors = plt.get_cmap("tab10")
     for k, impl in enumerate(impls):
         xs, ys = [], []
@@ -95,12 +95,34 @@ def write_plot(path: str, result: dict) -> str | None:
     ax.set_xticks(range(len(cases)))
     ax.set_xticklabels([c.replace(", ", "\n", 1) for c in cases], rotation=45, ha="right",
                        fontsize=8)
-    ax.set_ylabel("effective GB/s (bytes each implementation must move / median time)")
+    ax.set_ylabel("effective GB/s (higher is better)")
     machine = result["machine"]
-    ax.set_title(f"adamcore {result['versions'].get('adamcore')} bench: "
-                 f"{machine.get('gpu') or machine.get('cpu')}", fontsize=10)
+    ax.set_title(f"adamcore {result['versions'].get('adamcore')} bench on "
+                 f"{machine.get('gpu') or machine.get('cpu')} ({machine.get('cores')} cores), "
+                 f"{result['date'][:10]}: bytes each implementation must move / median time; "
+                 f"dashed: the roofline probe", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None
+
+
+
+def summary_markdown(rows: list[dict]) -> str:
+    """One line per case: adamcore, the probe, the best peer (the README's table)."""
+    lines = ["| case | adamcore | % of probe | probe | best peer | adamcore vs best peer |",
+             "| --- | ---: | ---: | ---: | --- | ---: |"]
+    for case in dict.fromkeys(r["case"] for r in rows):
+        ok = {r["impl"]: r for r in rows if r["case"] == case and r["status"] == "ok"}
+        ours, probe = ok.get("adamcore"), ok.get("probe (roofline)")
+        if ours is None:
+            continue
+        peers = [r for r in ok.values() if r["kind"] == "peer"]
+        best = min(peers, key=lambda r: r["ms"]) if peers else None
+        pct = f"{ours['pct_probe']:.0f}%" if ours["pct_probe"] is not None else "-"
+        lines.append(f"| {case} | {_time_text(ours['ms'])} | {pct} | "
+                     f"{_time_text(probe['ms']) if probe else '-'} | "
+                     + (f"{best['impl']} {_time_text(best['ms'])} | {ours['speedup']:.2f}x |"
+                        if best else "- | - |"))
+    return "\n".join(lines)

@@ -115,7 +115,8 @@ def _row(case: cases_mod.Case, peer, status: str, reason: str | None = None) -> 
     return row
 
 
-def run_case(case, quick: bool, budget_s: float, sample_s: float, progress) -> list[dict]:
+def run_case(case, quick: bool, budget_s: float, sample_s: float, progress,
+             min_rounds: int = 3) -> list[dict]:
     """Times every implementation of one case; threads are back as they were afterwards."""
     import adamcore
 
@@ -123,18 +124,18 @@ def run_case(case, quick: bool, budget_s: float, sample_s: float, progress) -> l
     if case.threads is not None:
         set_threads(case.threads)
     try:
-        return _run_case(case, quick, budget_s, sample_s, progress)
+        return _run_case(case, quick, budget_s, sample_s, progress, min_rounds)
     finally:
         set_threads(before)
 
 
-def _run_case(case, quick, budget_s, sample_s, progress) -> list[dict]:
-    timer = timing.WallClock() if case.device == "cpu" else timing.CudaEvents()
+def _run_case(case, quick, budget_s, sample_s, progress, min_rounds) -> list[dict]:
     rows, fns, reps, impls = [], {}, {}, {}
     try:
         work = peers_mod.make_work(case)
     except peers_mod.Skip as e:
         return [_row(case, p, "skipped", str(e)) for p in peers_mod.peers_for(case.device)]
+    timer = timing.WallClock() if case.device == "cpu" else timing.CudaEvents()
     for peer in peers_mod.peers_for(case.device):
         row = _row(case, peer, "ok")
         rows.append(row)
@@ -157,7 +158,8 @@ def _run_case(case, quick, budget_s, sample_s, progress) -> list[dict]:
         progress(f"{case.name}: round {done}")
 
     try:
-        samples = timing.interleaved(timer, fns, reps, budget_s, progress=tick)
+        samples = timing.interleaved(timer, fns, reps, budget_s, min_rounds=min_rounds,
+                                     progress=tick)
     except Exception as e:  # noqa: BLE001
         for row in rows:
             if row["status"] == "ok":
@@ -217,7 +219,7 @@ def run(device: str | None = None, quick: bool = False, patterns: list[str] | No
         budget_s: float | None = None, case_list: list | None = None,
         stream=sys.stderr) -> dict:
     """Runs the bench and returns its result (the JSON's content)."""
-    budget = budget_s if budget_s is not None else (0.6 if quick else 4.0)
+    budget = budget_s if budget_s is not None else (0.6 if quick else 6.0)
     sample_s = 0.002 if quick else 0.005
     todo = case_list if case_list is not None else [
         c for d in devices(device)
@@ -227,7 +229,8 @@ def run(device: str | None = None, quick: bool = False, patterns: list[str] | No
     try:
         for case in todo:
             progress.next_case(case.name)
-            rows += run_case(case, quick, budget, sample_s, progress.detail)
+            rows += run_case(case, quick, budget, sample_s, progress.detail,
+                             min_rounds=3 if quick else 5)
             gc.collect()  # the case's arrays go before the next case allocates
     finally:
         progress.close()
