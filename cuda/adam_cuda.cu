@@ -952,6 +952,12 @@ Plan::Plan(const TensorRef* tensors, size_t count, int device) : impl_(std::make
         const bool amsgrad = t.has_max_exp_avg_sq;
         const ArrayRef* arrays[4] = {&t.param, &t.exp_avg, &t.exp_avg_sq, &t.max_exp_avg_sq};
         const size_t used = amsgrad ? 4 : 3;
+        // each step validates everything; the layout below needs the shapes to agree already
+        for (size_t k = 1; k < used; ++k)
+            if (arrays[k]->ndim != t.param.ndim ||
+                !std::equal(t.param.shape, t.param.shape + t.param.ndim, arrays[k]->shape))
+                fail(ErrorKind::invalid_value, "the state of param " + std::to_string(i) +
+                                                   " does not have the param's shape");
         int64_t low = 0;
         if (!dense_layout(arrays, used, &low))
             fail(ErrorKind::invalid_value, "param " + std::to_string(i) +
