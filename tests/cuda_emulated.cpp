@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "adam_cuda.hpp"
+#include "adamcore/adamcore.h"
 #include "adamcore/core.hpp"
 #include "adamcore/half.h"
 #include "host_emulation.h"
@@ -355,6 +356,58 @@ void test_probes() {
     check(std::memcmp(dst.data(), p.data(), n * 4) == 0 && dst[n] == 0.0f, "copy");
 }
 
+// The C ABI's CUDA entry points (c_api_cuda.cpp built with the backend) against its CPU ones.
+void test_c_abi() {
+    check(adamcore_cuda_available() == 1, "adamcore_cuda_available");
+    const int64_t sizes[3] = {5, 4096, 7001};
+    std::vector<std::vector<float>> host[5], dev[5];
+    for (int k = 0; k < 5; ++k)
+        for (int64_t n : sizes) {
+            std::vector<float> x(static_cast<size_t>(n));
+            for (float& e : x) e = static_cast<float>(k == 3 || k == 4 ? 0.01 * uniform(rng) : normal(rng));
+            host[k].push_back(x);
+            dev[k].push_back(x);
+        }
+    adamcore_hparams hp = adamcore_hparams_default();
+    hp.flags = ADAMCORE_AMSGRAD | ADAMCORE_DECOUPLED_WEIGHT_DECAY;
+    hp.weight_decay = 0.1;
+    hp.step = 3;
+    // single tensor
+    check(adamcore_cuda_adam_step_f32(dev[0][0].data(), dev[1][0].data(), dev[2][0].data(),
+                                      dev[3][0].data(), dev[4][0].data(), sizes[0], &hp, nullptr) == 0,
+          std::string("adamcore_cuda_adam_step_f32: ") + adamcore_last_error());
+    check(adamcore_adam_step_f32(host[0][0].data(), host[1][0].data(), host[2][0].data(),
+                                 host[3][0].data(), host[4][0].data(), sizes[0], &hp) == 0,
+          "adamcore_adam_step_f32");
+    // multi-tensor
+    float* tables[2][5][3];
+    for (int k = 0; k < 5; ++k)
+        for (int i = 0; i < 3; ++i) {
+            tables[0][k][i] = host[k][i].data();
+            tables[1][k][i] = dev[k][i].data();
+        }
+    check(adamcore_cuda_adam_step_multi_f32(tables[1][0], tables[1][1], tables[1][2], tables[1][3],
+                                            tables[1][4], sizes, 3, &hp, nullptr) == 0,
+          std::string("adamcore_cuda_adam_step_multi_f32: ") + adamcore_last_error());
+    check(adamcore_adam_step_multi_f32(tables[0][0], tables[0][1], tables[0][2], tables[0][3],
+                                       tables[0][4], sizes, 3, &hp) == 0,
+          "adamcore_adam_step_multi_f32");
+    bool same = true;
+    for (int k = 0; k < 5; ++k)
+        for (int i = 0; i < 3; ++i) same &= host[k][i] == dev[k][i];
+    check(same, "the C ABI's CUDA entry points equal its CPU ones");
+    // errors: NULL grad, then a missing max_exp_avg_sq with amsgrad, nothing written
+    const std::vector<float> before = dev[0][1];
+    check(adamcore_cuda_adam_step_f32(dev[0][1].data(), nullptr, dev[2][1].data(), dev[3][1].data(),
+                                      dev[4][1].data(), sizes[1], &hp, nullptr) == ADAMCORE_ERROR_INVALID_VALUE &&
+              std::string(adamcore_last_error()).find("grad is NULL") != std::string::npos,
+          "a NULL grad is an invalid value");
+    check(adamcore_cuda_adam_step_multi_f32(tables[1][0], tables[1][1], tables[1][2], tables[1][3],
+                                            nullptr, sizes, 3, &hp, nullptr) == ADAMCORE_ERROR_INVALID_VALUE,
+          "amsgrad without max_exp_avg_sqs is an invalid value");
+    check(dev[0][1] == before, "nothing written after a C ABI error");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -370,6 +423,12 @@ int main(int argc, char** argv) {
             raised = e.kind() == ErrorKind::unavailable;
         }
         check(raised, "a step without a device is an unavailable error");
+        float x[4] = {0};
+        adamcore_hparams hp = adamcore_hparams_default();
+        check(adamcore_cuda_available() == 0, "adamcore_cuda_available is 0 without a device");
+        check(adamcore_cuda_adam_step_f32(x, x, x, x, nullptr, 4, &hp, nullptr) == ADAMCORE_ERROR_UNAVAILABLE &&
+                  std::string(adamcore_last_error()).find("no CUDA device") != std::string::npos,
+              "the C ABI says no device");
     } else {
         if (mode == "nopools") adamcore_emulation::memory_pools = 0;
         check(cuda::device_count() == 1 && cuda::unavailable_reason().empty(), "one emulated device");
@@ -383,6 +442,7 @@ int main(int argc, char** argv) {
         test_errors();
         test_first_nonfinite();
         test_probes();
+        test_c_abi();
         check(adamcore_emulation::live_allocations == 0,
               "every device allocation freed (" + std::to_string(adamcore_emulation::live_allocations) + " left)");
     }

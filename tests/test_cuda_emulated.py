@@ -6,7 +6,7 @@ against the CPU core by tests/cuda_emulated.cpp, under AddressSanitizer where th
 What it covers: the device table, tiles and their binary search, the vector, scalar and strided
 paths, 64-bit offsets, hyperparameter sets by value and uploaded, the plan's grad handling
 (moved, refilled, re-laid-out, misaligned), the finite check, the probes, every allocation freed,
-and the no-device answers. What it cannot: real concurrency and the GPU's arithmetic, which
+the C ABI's CUDA entry points, and the no-device answers. What it cannot: real concurrency and the GPU's arithmetic, which
 tests/test_cuda.py checks on a GPU.
 """
 
@@ -26,6 +26,8 @@ SOURCES = {  # source -> optimization (the emulated kernels and the CPU kernels 
     ROOT / "cpp" / "src" / "cpu_step.cpp": "-O1",
     ROOT / "cpp" / "src" / "simd_dispatch.cpp": "-O0",
     ROOT / "cpp" / "src" / "cpu_kernels.cpp": "-O1",
+    ROOT / "cpp" / "src" / "c_api.cpp": "-O0",
+    ROOT / "cpp" / "src" / "c_api_cuda.cpp": "-O0",
 }
 
 
@@ -47,7 +49,8 @@ def harness(tmp_path_factory):
         pytest.skip("needs a C++ compiler and the source tree")
     tmp = tmp_path_factory.mktemp("cuda_emulated")
     flags = ["-std=c++17", "-g", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
-             "-DADAMCORE_CUDA_EMULATION", "-DADAMCORE_HAVE_BASELINE", "-DADAMCORE_LEVEL=baseline",
+             "-DADAMCORE_CUDA_EMULATION", "-DADAMCORE_WITH_CUDA", "-DADAMCORE_HAVE_BASELINE",
+             "-DADAMCORE_LEVEL=baseline",
              f"-I{ROOT / 'cpp' / 'include'}", f"-I{ROOT / 'cpp' / 'src'}", f"-I{ROOT / 'cuda'}"]
     if _compiles(cxx, ["-fsanitize=address"], tmp):
         flags.append("-fsanitize=address")
