@@ -8,7 +8,8 @@
 #   pytest.txt, pytest.xml        tests/test_cuda.py + the no-GPU CUDA tests + the C ABI tests
 #   memcheck.txt         compute-sanitizer --tool memcheck over tests/test_cuda.py (a subset:
 #                        the 2^31-element and 100-step tests are too slow under the sanitizer)
-#   bench_gpu.txt, bench_gpu.json bench/gpu_bench.py: copy, probe, adamcore, torch, CuPy
+#   bench_cuda.txt, bench_cuda.json  python -m adamcore bench --device cuda: copy, probe,
+#                        adamcore, torch fused/foreach, CuPy ElementwiseKernel
 #   summary.txt          one line per phase: ok / FAILED (exit code)
 #
 # The machine needs Python with torch (CUDA build) and ideally CuPy, and the build requirements
@@ -82,6 +83,7 @@ else
     echo "memcheck: SKIPPED (compute-sanitizer not found)" | tee -a "$SUMMARY"
 fi
 
-want bench && phase bench 180 "$OUT/bench_gpu.txt" "$PY" bench/gpu_bench.py --json "$OUT/bench_gpu.json"
+want bench && phase bench 300 "$OUT/bench_cuda.txt" "$PY" -m adamcore bench --device cuda \
+    --json "$OUT/bench_cuda.json"
 
 cat "$SUMMARY"

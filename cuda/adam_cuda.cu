@@ -15,7 +15,13 @@
 //   strided any other layout: each element's offsets from its logical index and the strides.
 // Indices are 64-bit throughout. Nothing here synchronizes the device: tables are allocated,
 // copied and freed in stream order (cudaMallocAsync/cudaFreeAsync) on the caller's stream.
+#if defined(ADAMCORE_CUDA_EMULATION)
+#include "host_emulation.h"  // the kernels run on the host, for tests without a GPU
+#else
 #include <cuda_runtime.h>
+// kernel<<<grid, block, 0, stream>>>, spelled so that host emulation can run it too
+#define ADAMCORE_LAUNCH(grid, block, stream, ...) __VA_ARGS__<<<(grid), (block), 0, (stream)>>>
+#endif
 
 #include <algorithm>
 #include <climits>
@@ -110,20 +116,23 @@ private:
 // Per device: whether it has stream-ordered allocation, and a private stream for deferred frees.
 struct DeviceState {
     bool pools = false;
-    cudaStream_t cleanup = nullptr;  // created on first use, kept for the process
+    cudaStream_t cleanup = nullptr;  // kept for the process
 };
 
-DeviceState& device_state(int device) {
+// Made once per device, with that device current (every caller holds a DeviceGuard), and never
+// destroyed: a plan may be freed during interpreter shutdown, after static destructors ran.
+const DeviceState& device_state(int device) {
     static std::mutex mutex;
-    static std::vector<std::unique_ptr<DeviceState>> states;
+    static auto* states = new std::vector<std::unique_ptr<DeviceState>>(static_cast<size_t>(probe().count));
     std::lock_guard<std::mutex> lock(mutex);
-    if (states.empty()) states.resize(static_cast<size_t>(probe().count));
-    auto& s = states.at(static_cast<size_t>(device));
+    auto& s = states->at(static_cast<size_t>(device));
     if (!s) {
         auto state = std::make_unique<DeviceState>();
         int pools = 0;
         ADAMCORE_CUDA_CHECK(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device));
         state->pools = pools != 0;
+        if (state->pools)
+            ADAMCORE_CUDA_CHECK(cudaStreamCreateWithFlags(&state->cleanup, cudaStreamNonBlocking));
         s = std::move(state);
     }
     return *s;
@@ -153,9 +162,8 @@ void free_on(void* p, cudaStream_t stream, const DeviceState& st) noexcept {
 void free_after(void* p, cudaEvent_t event, int device) noexcept {
     if (!p) return;
     try {
-        DeviceState& st = device_state(device);
+        const DeviceState& st = device_state(device);
         if (st.pools) {
-            if (!st.cleanup) ADAMCORE_CUDA_CHECK(cudaStreamCreateWithFlags(&st.cleanup, cudaStreamNonBlocking));
             ADAMCORE_CUDA_CHECK(cudaStreamWaitEvent(st.cleanup, event, 0));
             ADAMCORE_CUDA_CHECK(cudaFreeAsync(p, st.cleanup));
         } else {
@@ -705,7 +713,7 @@ void launch_range(const Range& r, const DeviceTable& t, const std::vector<CoeffS
         a.sets_global = reinterpret_cast<const CoeffSet<S>*>(t.sets_dev + sets_offset);
     }
     const auto grid = static_cast<unsigned>(std::min(r.tiles, kMaxGrid));
-    adam_kernel<P, G, S><<<grid, kThreads, 0, stream>>>(a);
+    ADAMCORE_LAUNCH(grid, kThreads, stream, adam_kernel<P, G, S>)(a);
     ADAMCORE_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -784,7 +792,7 @@ int64_t first_nonfinite_impl(const ArrayRef* arrays, size_t count, int device, c
     char* base = static_cast<char*>(buffer.ptr);
     ADAMCORE_CUDA_CHECK(cudaMemcpyAsync(base, bytes.data(), bytes.size(), cudaMemcpyHostToDevice, stream));
     const auto grid = static_cast<unsigned>(std::min(tiles, kMaxGrid));
-    first_nonfinite_kernel<<<grid, kThreads, 0, stream>>>(
+    ADAMCORE_LAUNCH(grid, kThreads, stream, first_nonfinite_kernel)(
         reinterpret_cast<const CheckArray*>(base), reinterpret_cast<const int64_t*>(base + at_tiles),
         static_cast<int32_t>(checks.size()), reinterpret_cast<const int64_t*>(base + at_dims), tiles,
         reinterpret_cast<int*>(base + at_result));
@@ -885,7 +893,8 @@ void stream_probe(float* p, const float* g, float* m, float* v, int64_t n, int d
     if (n <= 0) return;
     DeviceGuard guard(device);
     const bool vector = aligned(p, 16) && aligned(g, 16) && aligned(m, 16) && aligned(v, 16);
-    probe_kernel<<<probe_grid(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(p, g, m, v, n, vector);
+    ADAMCORE_LAUNCH(probe_grid(n), kThreads, static_cast<cudaStream_t>(stream), probe_kernel)(
+        p, g, m, v, n, vector);
     ADAMCORE_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -894,7 +903,8 @@ void copy(float* dst, const float* src, int64_t n, int device, void* stream) {
     if (n <= 0) return;
     DeviceGuard guard(device);
     const bool vector = aligned(dst, 16) && aligned(src, 16);
-    copy_kernel<<<probe_grid(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(dst, src, n, vector);
+    ADAMCORE_LAUNCH(probe_grid(n), kThreads, static_cast<cudaStream_t>(stream), copy_kernel)(
+        dst, src, n, vector);
     ADAMCORE_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -942,6 +952,12 @@ Plan::Plan(const TensorRef* tensors, size_t count, int device) : impl_(std::make
         const bool amsgrad = t.has_max_exp_avg_sq;
         const ArrayRef* arrays[4] = {&t.param, &t.exp_avg, &t.exp_avg_sq, &t.max_exp_avg_sq};
         const size_t used = amsgrad ? 4 : 3;
+        // each step validates everything; the layout below needs the shapes to agree already
+        for (size_t k = 1; k < used; ++k)
+            if (arrays[k]->ndim != t.param.ndim ||
+                !std::equal(t.param.shape, t.param.shape + t.param.ndim, arrays[k]->shape))
+                fail(ErrorKind::invalid_value, "the state of param " + std::to_string(i) +
+                                                   " does not have the param's shape");
         int64_t low = 0;
         if (!dense_layout(arrays, used, &low))
             fail(ErrorKind::invalid_value, "param " + std::to_string(i) +

@@ -255,6 +255,10 @@ def test_plan_sees_a_swapped_torch_storage():
     p.data = torch.zeros(100, device="cuda")  # same object, new storage
     opt.step([torch.ones(100, device="cuda")])
     assert torch.all(p.detach() < 0)  # the new storage was stepped, not the old one
+    base = torch.zeros(200, device="cuda")
+    p.data = base[::2]  # a strided storage, which no plan takes: stepped one-shot
+    opt.step([torch.ones(100, device="cuda")])
+    assert torch.all(base[::2] < 0) and not base[1::2].any()
 
 
 # ---- torch fused=True trajectories ------------------------------------------------------------
@@ -269,32 +273,31 @@ FUSED_CONFIGS = {
 }
 
 
+# (16-bit parameters are checked bit for bit against the CPU core above: torch's fused kernel
+# keeps their state in 16 bits, adamcore in float32, so their trajectories differ by design.)
 @needs_torch
 @pytest.mark.parametrize("name", FUSED_CONFIGS)
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_100_steps_match_torch_fused(name, dtype):
     cls, kw = FUSED_CONFIGS[name]
     dt = getattr(torch, dtype)
     gen = torch.Generator(device="cuda").manual_seed(0)
     shapes = [(7,), (33, 17), (1023,), (), (65537,)]
-    start = [torch.randn(s, generator=gen, device="cuda") for s in shapes]
-    if dt == torch.float32:
-        theirs = [torch.nn.Parameter(x.clone()) for x in start]
-        ours = [torch.nn.Parameter(x.clone()) for x in start]
-    else:  # fused bf16 keeps bf16 state; compare ours (fp32 state) against fp32 fused loosely
-        theirs = [torch.nn.Parameter(x.clone()) for x in start]
-        ours = [torch.nn.Parameter(x.clone().to(dt)) for x in start]
+    start = [torch.randn(s, generator=gen, device="cuda", dtype=dt) for s in shapes]
+    theirs = [torch.nn.Parameter(x.clone()) for x in start]
+    ours = [torch.nn.Parameter(x.clone()) for x in start]
     topt = getattr(torch.optim, cls)(theirs, lr=1e-2, fused=True, **kw)
     opt = getattr(adamcore, cls)(ours, lr=1e-2, **kw)
     for _ in range(100):
-        grads = [torch.randn(s, generator=gen, device="cuda") for s in shapes]
+        grads = [torch.randn(s, generator=gen, device="cuda", dtype=dt) for s in shapes]
         for p, g in zip(theirs, grads):
             p.grad = g.clone()
         topt.step()
-        opt.step([g.to(dt) if dt != torch.float32 else g for g in grads])
-    tol = 1e-5 if dt == torch.float32 else 2e-2
+        opt.step(grads)
+    # float32 (float64) rounding accumulated over 100 steps of size ~lr
+    tol = 1e-5 if dt == torch.float32 else 1e-9
     for a, b in zip(ours, theirs):
-        torch.testing.assert_close(a.detach().float(), b.detach(), rtol=tol, atol=tol)
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=tol, atol=tol)
 
 
 # ---- zero-copy --------------------------------------------------------------------------------
@@ -336,19 +339,21 @@ def test_cupy_array_updated_in_place():
 @needs_torch
 def test_torch_current_stream_orders_the_step_and_nothing_waits():
     side = torch.cuda.Stream()
+    adamcore.adam_step(*(torch.ones(4, device="cuda") for _ in range(4)), step=1, lr=0.1)  # warm
+    torch.cuda.synchronize()
     p = torch.zeros(1 << 20, device="cuda")
     opt = adamcore.Adam([p], lr=0.5)
     with torch.cuda.stream(side):
-        for step in range(3):
+        for step in range(3):  # the general step, then the plan
             # a long kernel on the side stream, then the grad from it: the step must wait for it
-            torch.cuda._sleep(50_000_000)
+            torch.cuda._sleep(200_000_000)  # about 0.1 s
             g = torch.full_like(p, -1.0)
             t0 = time.perf_counter()
             opt.step([g])
             elapsed = time.perf_counter() - t0
             # returned while the side stream is still busy: no device or stream synchronization
             assert not side.query(), "the step waited for the GPU"
-            assert elapsed < 0.02, elapsed
+            assert elapsed < 0.05, elapsed
         result = p.clone()  # enqueued after the step, on the same stream
     side.synchronize()
     assert torch.all(result > 1.0)  # three steps of about lr each, upward (g < 0)
@@ -475,8 +480,8 @@ def test_c_abi_cuda_entry_points_equal_cpu_entry_points(config):
     twins = [[None if a is None else a.cpu() for a in t] for t in tensors]
 
     def tables(ts):
-        return [c_abi.pointer_table([ptr(t[k]) for t in ts]) if ts[0][k] is not None else None
-                for k in range(5)]
+        return [(ctypes.c_void_p * len(ts))(*[ptr(t[k]) for t in ts])
+                if ts[0][k] is not None else None for k in range(5)]
 
     lengths = c_abi.length_table(sizes)
     rc = lib.adamcore_cuda_adam_step_multi_f32(*tables(tensors), lengths, 3, hp, stream)

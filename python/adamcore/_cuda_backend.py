@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import importlib
 
-from . import _arrays
+from . import _arrays, _hparams
 from ._dispatch import Backend, StepTensor, _exportable
 
 
@@ -142,7 +142,7 @@ class CudaNative(Backend):
             return None
         (lib, device), = groups
         try:
-            return _Plan(self.cuda, tensors, lib, device)
+            return _Plan(self, tensors, lib, device)
         except ValueError:  # a param or state that is not dense: the general step takes it
             return None
 
@@ -151,24 +151,23 @@ class _Plan:
     """The optimizer's steady-state plan over one device's params (see _optimizer._SteadyState).
 
     A torch tensor can swap its storage under the same object (``p.data = ...``), which the
-    steady path's identity checks do not see; so for torch the plan compares every tensor's
-    data pointer before each step and rebuilds its native plan when one moved.
+    steady path's identity checks do not see; so for torch the plan compares the params' data
+    pointers before each step and rebuilds its native plan when one moved. (The state tensors
+    are the optimizer's own; replacing one replaces the object, which the steady path sees.)
     """
 
-    def __init__(self, module, tensors, lib, device):
-        self.module = module
+    def __init__(self, backend, tensors, lib, device):
+        self.backend = backend
         self.lib = lib
         self.device = device
         self.tensors = tensors
-        self.arrays = [a for t in tensors for a in (t.param, t.exp_avg, t.exp_avg_sq,
-                                                    t.max_exp_avg_sq) if a is not None]
         self.native = self._build()
         self.pointers = self._pointers() if lib == "torch" else None
 
     def _build(self):
         ts = self.tensors
         max_sqs = [t.max_exp_avg_sq for t in ts]
-        return self.module.CudaPlan(
+        return self.backend.cuda.CudaPlan(
             [_exportable(t.param) for t in ts],
             [t.exp_avg for t in ts],
             [t.exp_avg_sq for t in ts],
@@ -177,13 +176,25 @@ class _Plan:
         )
 
     def _pointers(self) -> list[int]:
-        return [a.data_ptr() for a in self.arrays]
+        return [t.param.data_ptr() for t in self.tensors]
 
     def step(self, grads, hparams, check_finite: bool) -> None:
         if self.pointers is not None:
             pointers = self._pointers()
             if pointers != self.pointers:
-                self.native = self._build()
                 self.pointers = pointers
+                try:
+                    self.native = self._build()
+                except ValueError:  # swapped for a storage no plan takes: step one-shot
+                    self.native = None
+        if self.native is None:
+            if check_finite:
+                bad = self.backend.first_nonfinite(list(grads))
+                if bad >= 0:
+                    raise FloatingPointError(f"grad {bad} holds inf or NaN (check_finite is on); "
+                                             "nothing was updated")
+            self.backend.run([t._replace(grad=g) for t, g in zip(self.tensors, grads)],
+                             [_hparams.StepHParams(*h) for h in hparams])
+            return
         self.native.step([_exportable(g) for g in grads], hparams, check_finite,
                          _current_stream(self.lib, self.device))
