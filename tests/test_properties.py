@@ -67,10 +67,14 @@ def _importable(name):
 
 HAVE_TORCH = _importable("torch")
 HAVE_STRICT = _importable("array_api_strict")
-# numpy and torch CPU go to the C++ core; array_api_strict takes the pure Array-API path
-LIBS = ["numpy"] + (["torch"] if HAVE_TORCH else []) + (["array_api_strict"] if HAVE_STRICT else [])
+HAVE_CUDA = HAVE_TORCH and __import__("torch").cuda.is_available()
+# numpy and torch CPU go to the C++ core; torch CUDA tensors to the CUDA backend (where one is
+# built and a GPU seen); array_api_strict takes the pure Array-API path
+LIBS = (["numpy"] + (["torch"] if HAVE_TORCH else []) + (["torch-cuda"] if HAVE_CUDA else [])
+        + (["array_api_strict"] if HAVE_STRICT else []))
 DTYPES = {"numpy": ["float16", "float32", "float64"],
           "torch": ["float16", "bfloat16", "float32", "float64"],
+          "torch-cuda": ["float16", "bfloat16", "float32", "float64"],
           "array_api_strict": ["float32", "float64"]}
 LEVELS = adamcore.available_simd_levels()
 
@@ -417,10 +421,10 @@ def test_bad_input_raises_and_changes_nothing(case):
             grads[i] = _place(lib, np.zeros(shape), wrong, Layout.contiguous(len(shape)))[1]
         error = TypeError
     elif kind == "library":
-        if lib == "numpy" and HAVE_TORCH:
+        if (lib == "numpy" and HAVE_TORCH) or lib == "torch-cuda":
             import torch
 
-            grads[i] = torch.zeros(shape)
+            grads[i] = torch.zeros(shape)  # another library, or the CPU for a CUDA param
         elif lib == "numpy":
             grads[i] = [0.0] * math.prod(shape)
         else:
