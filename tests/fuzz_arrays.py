@@ -76,13 +76,15 @@ class Placed:
             view = np.lib.stride_tricks.as_strided(buf[start:], shape,
                                                    [s * item for s in strides])
             view[...] = values.astype(dtype)
-        elif lib == "torch":
+        elif lib in ("torch", "torch-cuda"):
             import torch
 
+            device = "cuda" if lib == "torch-cuda" else "cpu"
             tdtype = getattr(torch, dtype)
-            buf = torch.full((size,), SENTINEL, dtype=tdtype)
+            buf = torch.full((size,), SENTINEL, dtype=tdtype, device=device)
             view = torch.as_strided(buf, shape, strides, start)
-            view.copy_(torch.from_numpy(np.array(values, order="C")).to(tdtype))
+            view.copy_(torch.from_numpy(np.array(values, order="C")).to(device=device,
+                                                                        dtype=tdtype))
         else:
             raise ValueError(lib)
         self.buffer, self.array = buf, view
@@ -101,7 +103,7 @@ class Placed:
 def as_float64(x) -> np.ndarray:
     if isinstance(x, (np.ndarray, np.generic)):  # NumPy's 0-d arithmetic gives scalars
         return np.asarray(x).astype(np.float64)
-    return x.detach().to(dtype=__import__("torch").float64).numpy().copy()
+    return x.detach().cpu().to(dtype=__import__("torch").float64).numpy().copy()
 
 
 def bits(x) -> np.ndarray:
@@ -111,7 +113,7 @@ def bits(x) -> np.ndarray:
         return a.view({2: np.uint16, 4: np.uint32, 8: np.uint64}[a.itemsize])
     import torch
 
-    t = x.detach().contiguous()
+    t = x.detach().cpu().contiguous()
     as_int = {2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()]
     return t.view(as_int).numpy().copy()
 

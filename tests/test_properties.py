@@ -67,10 +67,14 @@ def _importable(name):
 
 HAVE_TORCH = _importable("torch")
 HAVE_STRICT = _importable("array_api_strict")
-# numpy and torch CPU go to the C++ core; array_api_strict takes the pure Array-API path
-LIBS = ["numpy"] + (["torch"] if HAVE_TORCH else []) + (["array_api_strict"] if HAVE_STRICT else [])
+HAVE_CUDA = HAVE_TORCH and __import__("torch").cuda.is_available()
+# numpy and torch CPU go to the C++ core; torch CUDA tensors to the CUDA backend (where one is
+# built and a GPU seen); array_api_strict takes the pure Array-API path
+LIBS = (["numpy"] + (["torch"] if HAVE_TORCH else []) + (["torch-cuda"] if HAVE_CUDA else [])
+        + (["array_api_strict"] if HAVE_STRICT else []))
 DTYPES = {"numpy": ["float16", "float32", "float64"],
           "torch": ["float16", "bfloat16", "float32", "float64"],
+          "torch-cuda": ["float16", "bfloat16", "float32", "float64"],
           "array_api_strict": ["float32", "float64"]}
 LEVELS = adamcore.available_simd_levels()
 
@@ -349,7 +353,7 @@ BAD_GROUP_EDITS = [
     ("lr", -1.0), ("lr", float("nan")), ("lr", float("inf")), ("eps", -1e-8),
     ("eps", float("nan")), ("weight_decay", -0.1), ("weight_decay", float("inf")),
     ("betas", (1.0, 0.999)), ("betas", (0.9, 1.0)), ("betas", (-0.1, 0.9)),
-    ("betas", (0.9, float("nan"))),
+    ("betas", (0.9, float("nan"))), ("betas", 0.9), ("betas", (0.9, 0.99, 0.5)),
 ]
 KINDS = ["count", "shape", "dtype", "library", "nonfinite", "read-only", "group edit",
          "state shape", "state dtype", "state missing key", "state extra param"]
@@ -417,10 +421,10 @@ def test_bad_input_raises_and_changes_nothing(case):
             grads[i] = _place(lib, np.zeros(shape), wrong, Layout.contiguous(len(shape)))[1]
         error = TypeError
     elif kind == "library":
-        if lib == "numpy" and HAVE_TORCH:
+        if (lib == "numpy" and HAVE_TORCH) or lib == "torch-cuda":
             import torch
 
-            grads[i] = torch.zeros(shape)
+            grads[i] = torch.zeros(shape)  # another library, or the CPU for a CUDA param
         elif lib == "numpy":
             grads[i] = [0.0] * math.prod(shape)
         else:
@@ -471,3 +475,22 @@ def test_bad_input_raises_and_changes_nothing(case):
             assert np.array_equal(before[1][k][key], after[1][k][key]), f"state {k} {key} changed"
     if kind != "group edit":
         assert before[2] == after[2], "hyperparameters changed"
+
+
+@pytest.mark.parametrize("warm", [False, True], ids=["first-step", "steady"])
+@pytest.mark.parametrize("betas", [0.9, (0.9,), (0.9, 0.99, 0.5), None])
+def test_non_pair_betas_is_a_clear_value_error(betas, warm):
+    """At construction, and as a group edit on the general and on the steady path."""
+    with pytest.raises(ValueError, match=r"betas must be a pair \(beta1, beta2\)"):
+        adamcore.Adam([np.ones(3, np.float32)], betas=betas)
+    p = np.ones(3, np.float32)
+    opt = adamcore.Adam([p])
+    if warm:
+        opt.step([np.ones(3, np.float32)])
+    before = _snapshot(opt)
+    opt.param_groups[0]["betas"] = betas
+    with pytest.raises(ValueError, match=r"betas must be a pair \(beta1, beta2\)"):
+        opt.step([np.ones(3, np.float32)])
+    after = _snapshot(opt)
+    assert all(np.array_equal(a, b) for a, b in zip(before[0], after[0]))
+    assert all(before[1][k]["step"] == after[1][k]["step"] for k in before[1])

@@ -94,7 +94,11 @@ def step_hparams(group: dict, step: int) -> StepHParams:
     lr = group["lr"]
     scheduled = callable(lr)
     lr = lr_at(lr, step - 1) if scheduled else float(lr)
-    beta1, beta2 = group["betas"]
+    try:
+        beta1, beta2 = group["betas"]
+    except (TypeError, ValueError):  # an edited group's betas that is not a pair
+        check_group(group)  # raises the clear ValueError
+        raise
     max_lr = group["max_lr"]
     flags = flags_of(group)
     hp = StepHParams(
@@ -127,7 +131,11 @@ def native_hparams(group: dict, step: int) -> tuple:
     lr = group["lr"]
     if callable(lr):
         lr = lr(step - 1)
-    beta1, beta2 = group["betas"]
+    try:
+        beta1, beta2 = group["betas"]
+    except (TypeError, ValueError):  # an edited group's betas that is not a pair
+        check_group(group)  # raises the clear ValueError
+        raise
     max_lr = group["max_lr"]
     return (lr, beta1, beta2, group["eps"], group["weight_decay"],
             lr if max_lr is None else max_lr, step, flags_of(group))
