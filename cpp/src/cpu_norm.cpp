@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -73,18 +74,58 @@ inline double as_double(T x) {
     return static_cast<double>(widen(x));
 }
 
+// max |x| on the bit patterns: with the sign bit cleared, the order of the unsigned integers is
+// the order of the magnitudes, and every NaN lies above inf. An integer max is exact in any order,
+// so the compiler vectorizes it (a floating-point max with NaN handling it would not).
+template <class T>
+struct Bits;
+template <>
+struct Bits<float16> {
+    using U = uint16_t;
+    static constexpr U mask = 0x7fff, inf = 0x7c00;
+};
+template <>
+struct Bits<bfloat16> {
+    using U = uint16_t;
+    static constexpr U mask = 0x7fff, inf = 0x7f80;
+};
+template <>
+struct Bits<float> {
+    using U = uint32_t;
+    static constexpr U mask = 0x7fffffffu, inf = 0x7f800000u;
+};
+template <>
+struct Bits<double> {
+    using U = uint64_t;
+    static constexpr U mask = 0x7fffffffffffffffull, inf = 0x7ff0000000000000ull;
+};
+
+template <class T>
+double max_abs(const T* ptr, int64_t n, int64_t step) {
+    using U = typename Bits<T>::U;
+    U m = 0;
+    auto take = [&m](const T* at) {
+        U u;
+        std::memcpy(&u, at, sizeof u);
+        u &= Bits<T>::mask;
+        m = u > m ? u : m;
+    };
+    if (step == 1) {
+        for (int64_t i = 0; i < n; ++i) take(ptr + i);
+    } else {
+        for (int64_t i = 0; i < n; ++i) take(ptr + i * step);
+    }
+    if (m > Bits<T>::inf) return std::numeric_limits<double>::quiet_NaN();
+    T value;
+    std::memcpy(&value, &m, sizeof m);
+    return as_double(value);
+}
+
 // The partial result of elements [begin, end) read at ptr[i * step] (step 1 for dense blocks).
 template <Reduce R, class T>
 double reduce_run(const T* ptr, int64_t n, int64_t step, double ord) {
     if constexpr (R == Reduce::max_abs) {
-        double m = 0.0;
-        bool nan = false;
-        for (int64_t i = 0; i < n; ++i) {
-            const double x = std::fabs(as_double(ptr[i * step]));
-            nan |= x != x;
-            m = x > m ? x : m;
-        }
-        return nan ? std::numeric_limits<double>::quiet_NaN() : m;
+        return max_abs(ptr, n, step);
     } else {
         // eight independent accumulators: the compiler may keep them in vector registers
         // without reassociating any one of them
