@@ -14,7 +14,7 @@
 //   scalar  dense but not aligned: one element per thread and iteration, still coalesced;
 //   strided any other layout: each element's offsets from its logical index and the strides.
 // Indices are 64-bit throughout. Nothing here synchronizes the device: tables are allocated,
-// copied and freed in stream order (cudaMallocAsync/cudaFreeAsync) on the caller's stream.
+// copied and freed in stream order (cudaMallocFromPoolAsync/cudaFreeAsync) on the caller's stream.
 #if defined(ADAMCORE_CUDA_EMULATION)
 #include "host_emulation.h"  // the kernels run on the host, for tests without a GPU
 #else
@@ -116,6 +116,9 @@ private:
 // Per device: whether it has stream-ordered allocation, and a private stream for deferred frees.
 struct DeviceState {
     bool pools = false;
+    cudaMemPool_t pool = nullptr;    // our own: tables are small and short-lived, and a pool
+                                     // that keeps its memory (the default one returns it at every
+                                     // synchronization) makes their allocation cheap
     cudaStream_t cleanup = nullptr;  // kept for the process
 };
 
@@ -131,8 +134,16 @@ const DeviceState& device_state(int device) {
         int pools = 0;
         ADAMCORE_CUDA_CHECK(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device));
         state->pools = pools != 0;
-        if (state->pools)
+        if (state->pools) {
             ADAMCORE_CUDA_CHECK(cudaStreamCreateWithFlags(&state->cleanup, cudaStreamNonBlocking));
+            cudaMemPoolProps props{};
+            props.allocType = cudaMemAllocationTypePinned;
+            props.location.type = cudaMemLocationTypeDevice;
+            props.location.id = device;
+            ADAMCORE_CUDA_CHECK(cudaMemPoolCreate(&state->pool, &props));
+            uint64_t keep = UINT64_MAX;
+            ADAMCORE_CUDA_CHECK(cudaMemPoolSetAttribute(state->pool, cudaMemPoolAttrReleaseThreshold, &keep));
+        }
         s = std::move(state);
     }
     return *s;
@@ -143,7 +154,7 @@ const DeviceState& device_state(int device) {
 void* alloc_on(size_t bytes, cudaStream_t stream, const DeviceState& st) {
     void* p = nullptr;
     if (st.pools)
-        ADAMCORE_CUDA_CHECK(cudaMallocAsync(&p, bytes, stream));
+        ADAMCORE_CUDA_CHECK(cudaMallocFromPoolAsync(&p, bytes, st.pool, stream));
     else
         ADAMCORE_CUDA_CHECK(cudaMalloc(&p, bytes));
     return p;

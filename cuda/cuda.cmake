@@ -30,10 +30,17 @@ if(NOT _adamcore_cuda_mode MATCHES "^(OFF|FALSE|NO|0)$")
       set(CMAKE_CUDA_ARCHITECTURES "${ADAMCORE_CUDA_ARCHITECTURES}")
     endif()
     enable_language(CUDA)
-    find_package(CUDAToolkit REQUIRED)
-    set(ADAMCORE_WITH_CUDA ON)
-    message(STATUS "adamcore: CUDA backend ON (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, "
-                   "architectures ${CMAKE_CUDA_ARCHITECTURES})")
+    find_package(CUDAToolkit)
+    if(TARGET CUDA::cudart_static)
+      set(ADAMCORE_WITH_CUDA ON)
+      message(STATUS "adamcore: CUDA backend ON (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, "
+                     "architectures ${CMAKE_CUDA_ARCHITECTURES})")
+    elseif(_adamcore_cuda_mode MATCHES "^(ON|TRUE|YES|1)$")
+      message(FATAL_ERROR "adamcore: ADAMCORE_CUDA=ON but the CUDA toolkit's static runtime "
+                          "(cudart_static) was not found next to ${CMAKE_CUDA_COMPILER}")
+    else()
+      message(STATUS "adamcore: CUDA backend OFF (nvcc found, but not the static CUDA runtime)")
+    endif()
   elseif(_adamcore_cuda_mode MATCHES "^(ON|TRUE|YES|1)$")
     message(FATAL_ERROR "adamcore: ADAMCORE_CUDA=ON but no CUDA compiler was found "
                         "(set CMAKE_CUDA_COMPILER or put nvcc on PATH)")
