@@ -137,3 +137,95 @@ def test_cmake_rejects_an_unknown_cuda_mode(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode != 0
     assert "ADAMCORE_CUDA must be AUTO, ON or OFF" in out.stdout + out.stderr
+
+
+# ---- the Python side of the backend, over a stand-in for adamcore._cuda -------------------------
+
+
+class _FakeCuda:
+    """Records what the backend hands adamcore._cuda; CudaPlan refuses params marked strided."""
+
+    def __init__(self):
+        self.calls = []
+        fake = self
+
+        class CudaPlan:
+            def __init__(self, params, exp_avgs, exp_avg_sqs, max_sqs, index):
+                if any(getattr(p, "_fake_strided", False) or not p.is_contiguous() for p in params):
+                    raise ValueError("not dense")
+                self.params = params
+                fake.calls.append(("plan", [p.data_ptr() for p in params], list(index)))
+
+            def step(self, grads, hparams, check_finite, stream):
+                fake.calls.append(("plan.step", [g.data_ptr() for g in grads], len(hparams),
+                                   check_finite, stream))
+
+        self.CudaPlan = CudaPlan
+
+    def adam_step(self, params, grads, m, v, vmax, index, hparams, check_finite, stream):
+        assert not any(getattr(p, "requires_grad", False) for p in params)  # exported detached
+        self.calls.append(("adam_step", [p.data_ptr() for p in params], list(index), len(vmax),
+                           stream))
+
+    def first_nonfinite(self, arrays, stream):
+        torch = pytest.importorskip("torch")
+        return next((i for i, a in enumerate(arrays) if not torch.isfinite(a).all()), -1)
+
+
+@pytest.fixture
+def fake_backend(monkeypatch):
+    pytest.importorskip("torch")
+    fake = _FakeCuda()
+    monkeypatch.setattr(_cuda_backend, "_current_stream", lambda lib, device: 1234)
+    return _cuda_backend.CudaNative(fake), fake
+
+
+def test_backend_run_hands_over_detached_params_and_the_stream(fake_backend):
+    import torch
+
+    backend, fake = fake_backend
+    p = torch.nn.Parameter(torch.ones(3))
+    q = torch.ones(4)
+    tensors = [_dispatch.StepTensor(p, torch.ones(3), torch.zeros(3), torch.zeros(3), None, 0),
+               _dispatch.StepTensor(q, torch.ones(4), torch.zeros(4), torch.zeros(4),
+                                    torch.zeros(4), 1)]
+    backend.run(tensors, [None, None])
+    (name, pointers, index, n_max, stream), = fake.calls
+    assert name == "adam_step" and stream == 1234
+    assert pointers == [p.data_ptr(), q.data_ptr()] and index == [0, 1] and n_max == 2
+
+
+def test_plan_rebuilds_when_a_torch_param_swaps_its_storage(fake_backend):
+    import torch
+
+    backend, fake = fake_backend
+    p = torch.nn.Parameter(torch.ones(3))
+    tensors = [_dispatch.StepTensor(p, None, torch.zeros(3), torch.zeros(3), None, 0)]
+    plan = backend.make_plan(tensors)
+    assert plan is not None
+    plan.step([torch.ones(3)], [(1e-3,) * 8], False)
+    p.data = torch.full((3,), 2.0)  # same object, new storage
+    plan.step([torch.ones(3)], [(1e-3,) * 8], True)
+    kinds = [c[0] for c in fake.calls]
+    assert kinds == ["plan", "plan.step", "plan", "plan.step"]
+    assert fake.calls[2][1] == [p.data_ptr()] and fake.calls[3][3:] == (True, 1234)
+
+    # swapped for a storage no plan takes: this and later steps go one-shot, check_finite kept
+    p.data = torch.zeros(6)[::2]
+    with pytest.raises(FloatingPointError, match="grad 0"):
+        plan.step([torch.tensor([1.0, float("nan"), 1.0])], [(1e-3,) * 8], True)
+    plan.step([torch.ones(3)], [(1e-3, 0.9, 0.999, 1e-8, 0.0, 1e-3, 1, 0)], True)
+    assert fake.calls[-1][0] == "adam_step" and fake.calls[-1][1] == [p.data_ptr()]
+
+
+def test_make_plan_refuses_strided_params_and_two_devices(fake_backend, monkeypatch):
+    import torch
+
+    backend, fake = fake_backend
+    strided = torch.zeros(6)[::2]
+    tensors = [_dispatch.StepTensor(strided, None, torch.zeros(3), torch.zeros(3), None, 0)]
+    assert backend.make_plan(tensors) is None
+    keys = iter([("torch", 0), ("torch", 1)])
+    monkeypatch.setattr(_cuda_backend, "_device_key", lambda x: next(keys))
+    two = [_dispatch.StepTensor(torch.ones(2), None, torch.zeros(2), torch.zeros(2), None, 0)] * 2
+    assert backend.make_plan(two) is None
