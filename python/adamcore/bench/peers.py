@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from .cases import ITEMSIZE, Case, step_bytes
+from .cases import Case, step_bytes
 
 LR, BETA1, BETA2, EPS = 1e-3, 0.9, 0.999, 1e-8
 
@@ -110,7 +110,7 @@ def to_numpy(x):
 
 
 def _zeros_like(work: Work, dtype: str, n: int | None = None):
-    """A zero array in the work's library and device (n elements, or each param's shape)."""
+    """A zero 1-d array of n elements in the work's library and on its device."""
     if work.lib == "numpy":
         return np.zeros(n, dtype=dtype)
     if work.lib == "cupy":

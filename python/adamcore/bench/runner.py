@@ -87,6 +87,13 @@ def git_commit() -> str | None:
         return None
 
 
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
 # ---- threads ------------------------------------------------------------------------------------
 
 def set_threads(n: int) -> None:
@@ -225,6 +232,7 @@ def run(device: str | None = None, quick: bool = False, patterns: list[str] | No
         c for d in devices(device)
         for c in cases_mod.select(cases_mod.default_cases(d, quick, usable_cores()), patterns)]
     progress = Progress(stream, len(todo))
+    load_before = _load_average()
     rows = []
     try:
         for case in todo:
@@ -241,7 +249,9 @@ def run(device: str | None = None, quick: bool = False, patterns: list[str] | No
         "versions": versions(),
         "git_commit": git_commit(),
         "settings": {"quick": quick, "budget_s": budget, "sample_s": sample_s,
-                     "cases": patterns or None, "device": device},
+                     "cases": patterns or None, "device": device,
+                     # how busy the machine was (other processes disturb the timings)
+                     "load_average": {"before": load_before, "after": _load_average()}},
         "rows": rows,
     }
 
