@@ -23,10 +23,14 @@ def _step_all_levels(make, steps=2, **kw):
                 m, v = torch.zeros(p.shape), torch.zeros(p.shape)
             for step, g in enumerate(grads[:steps], start=1):
                 adamcore.adam_step(p, g, m, v, step=step, lr=1e-2, **kw)
-            out[level] = [_bits(p), np.array(m), np.array(v)]
+            out[level] = [_bits(p), _numpy(m), _numpy(v)]
     finally:
         adamcore.set_simd_level(before)
     return out
+
+
+def _numpy(x):
+    return x.copy() if isinstance(x, np.ndarray) else x.numpy().copy()
 
 
 def _bits(p):
