@@ -64,6 +64,53 @@ def test_nn_parameter_updated_in_its_own_storage():
     assert torch.equal(model.weight.detach(), params[0].detach())
 
 
+def test_parameters_on_the_steady_path_follow_storage_swaps():
+    """After the first step nn.Parameters take the planned path; ``p.data = ...`` (same object,
+    new storage) must move the update to the new storage, as torch.optim does."""
+    gen = torch.Generator().manual_seed(0)
+    start = [torch.randn(s, generator=gen) for s in SHAPES]
+    theirs = [torch.nn.Parameter(x.clone()) for x in start]
+    ours = [torch.nn.Parameter(x.clone()) for x in start]
+    topt = torch.optim.AdamW(theirs, lr=1e-2, amsgrad=True)
+    opt = adamcore.AdamW(ours, lr=1e-2, amsgrad=True)
+    for step in range(12):
+        if step == 6:
+            old = ours[1].data
+            kept = old.clone()
+            for p in (ours[1], theirs[1]):
+                p.data = p.data.clone()  # same Parameter object, new storage
+        grads = _grads(step)
+        for p, g in zip(theirs, grads):
+            p.grad = g
+        topt.step()
+        opt.step(grads)
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(a.detach(), b.detach(), rtol=2e-6, atol=2e-7)
+    assert torch.equal(old, kept)  # the storage the parameter left is no longer written
+
+
+def test_bad_grad_on_the_steady_path_changes_nothing():
+    params = [torch.nn.Parameter(torch.ones(s)) for s in SHAPES]
+    opt = adamcore.Adam(params, lr=0.1)
+    opt.step(_grads(0))
+    opt.step(_grads(1))  # the planned path from here
+    before = [p.detach().clone() for p in params]
+    state = copy.deepcopy(opt.state_dict()["state"])
+    bad = _grads(2)
+    bad[2] = torch.ones(1024)
+    with pytest.raises(ValueError, match="shape"):
+        opt.step(bad)
+    wrong_dtype = _grads(2, dtype=torch.float64)
+    with pytest.raises(TypeError):
+        opt.step(wrong_dtype)
+    for p, b in zip(params, before):
+        assert torch.equal(p.detach(), b)
+    after = opt.state_dict()["state"]
+    for i, s in state.items():
+        assert after[i]["step"] == s["step"] == 2
+        assert torch.equal(after[i]["exp_avg"], s["exp_avg"])
+
+
 def _torch_run(steps, kw, params=None, opt=None):
     if params is None:
         gen = torch.Generator().manual_seed(0)

@@ -387,7 +387,7 @@ class _SteadyState:
         self.plan = plan
         self.arrays = arrays  # per param: param, its state dict, exp_avg, exp_avg_sq[, max]
         self.params = params
-        self.grad_types = [type(p) for p in params]
+        self.grad_types = [_grad_type(p) for p in params]
         self.states = states
         self.steps = list(map(_get_step, states))
         self.numpy_params = numpy_params  # their writeable flag can be switched off any time
@@ -462,7 +462,8 @@ class _SteadyState:
             if bool(group["check_finite"]) != self.check_finite:
                 return None
             hparams.append(_hparams.native_hparams(group, step + 1))
-        self.plan.step(grads, hparams, self.check_finite)
+        if self.plan.step(grads, hparams, self.check_finite) is False:
+            return None  # the plan refused before writing; the general step says why
         for s in self.states:
             s["step"] += 1
         self.steps = list(map(_get_step, self.states))
@@ -471,6 +472,16 @@ class _SteadyState:
 
 
 _get_step = operator.itemgetter("step")
+
+
+def _grad_type(param) -> type:
+    """The type a param's grads have: its own, but plain Tensor for a torch nn.Parameter."""
+    if _arrays.library(param) == "torch":
+        import torch
+
+        if isinstance(param, torch.nn.Parameter):
+            return torch.Tensor
+    return type(param)
 
 
 class AdamW(Adam):
