@@ -3,6 +3,7 @@ GIL, so their kernels really do overlap); one optimizer used from two threads at
 with a RuntimeError, and never left half-updated."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -66,26 +67,33 @@ def test_separate_optimizers_in_threads_match_sequential(kind):
 
 def test_the_core_releases_the_gil():
     """While one thread is inside a long step, another thread's Python code keeps running."""
-    n = 1 << 24
+    n = 1 << 24  # one thread on 16M elements: tens of milliseconds on any machine
     p, g = np.zeros(n, np.float32), np.ones(n, np.float32)
     m, v = np.zeros(n, np.float32), np.zeros(n, np.float32)
-    inside, ticks = threading.Event(), []
-    done = threading.Event()
+    window, done = [], threading.Event()
 
     def stepper():
-        inside.set()
-        for step in range(1, 6):
-            adamcore.adam_step(p, g, m, v, step=step, lr=1e-3)
+        t0 = time.perf_counter()
+        adamcore.adam_step(p, g, m, v, step=1, lr=1e-3)
+        window.extend([t0, time.perf_counter()])
         done.set()
 
-    t = threading.Thread(target=stepper)
-    t.start()
-    inside.wait()
-    while not done.is_set():
-        ticks.append(1)
-        done.wait(0.001)
-    t.join()
-    assert len(ticks) > 10  # with the GIL held through the kernels this stays near 1-5
+    threads_before = adamcore.get_num_threads()
+    adamcore.set_num_threads(1)
+    try:
+        t = threading.Thread(target=stepper)
+        stamps = []
+        t.start()
+        while not done.is_set():  # busy Python code: runs only while the GIL is free
+            stamps.append(time.perf_counter())
+        t.join()
+    finally:
+        adamcore.set_num_threads(threads_before)
+    t0, t1 = window
+    margin = (t1 - t0) * 0.1
+    inside = sum(t0 + margin < s < t1 - margin for s in stamps)
+    # with the GIL held through the kernels, no stamp falls inside the step
+    assert inside > 100, (inside, t1 - t0)
 
 
 def _parked_step(opt, grads, armed):
