@@ -17,6 +17,7 @@
 
 #include "adamcore/adamcore.h"
 #include "adamcore/core.hpp"
+#include "binding_common.hpp"
 #include "../src/cpu_step_testing.h"
 #include "../src/cpu_norm.h"
 
@@ -26,41 +27,7 @@ using namespace nb::literals;
 namespace adamcore {
 namespace {
 
-using Array = nb::ndarray<>;
-using ReadOnlyArray = nb::ndarray<nb::ro>;
-// adamcore_hparams as Python passes it: (lr, beta1, beta2, eps, weight_decay, max_lr, step, flags)
-using HParamsTuple = std::tuple<double, double, double, double, double, double, int64_t, uint32_t>;
-
-std::vector<adamcore_hparams> to_hparams(const std::vector<HParamsTuple>& tuples) {
-    std::vector<adamcore_hparams> out(tuples.size());
-    for (size_t i = 0; i < tuples.size(); ++i) {
-        const auto& [lr, beta1, beta2, eps, weight_decay, max_lr, step, flags] = tuples[i];
-        out[i] = {lr, beta1, beta2, eps, weight_decay, max_lr, step, flags};
-    }
-    return out;
-}
-
-std::string dlpack_dtype_name(nb::dlpack::dtype dt) {
-    static const char* codes[] = {"int", "uint", "float", "opaque", "bfloat", "complex", "bool"};
-    const std::string code = dt.code < 7 ? codes[dt.code] : "code" + std::to_string(dt.code);
-    return code + std::to_string(dt.bits);
-}
-
-DType dtype_of(nb::dlpack::dtype dt, const char* role, size_t index) {
-    if (dt.lanes == 1) {
-        if (dt.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Float)) {
-            if (dt.bits == 16) return DType::float16;
-            if (dt.bits == 32) return DType::float32;
-            if (dt.bits == 64) return DType::float64;
-        }
-        if (dt.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Bfloat) && dt.bits == 16)
-            return DType::bfloat16;
-    }
-    throw Error(ErrorKind::invalid_dtype, std::string(role) + " " + std::to_string(index) +
-                                              " has dtype " + dlpack_dtype_name(dt) +
-                                              "; adamcore takes float16, bfloat16, float32 or "
-                                              "float64");
-}
+using namespace binding;
 
 template <class A>
 ArrayRef array_ref(const A& a, const char* role, size_t index) {
@@ -77,11 +44,6 @@ ArrayRef array_ref(const A& a, const char* role, size_t index) {
     return ref;
 }
 
-void check_count(size_t n, size_t expected, const char* what) {
-    if (n != expected)
-        throw Error(ErrorKind::invalid_value, "got " + std::to_string(n) + " " + what + " for " +
-                                                  std::to_string(expected) + " params");
-}
 
 // The arrays a step writes (params and state), imported once and held. An optimizer keeps one
 // between steps, so a step imports only its grads.

@@ -21,6 +21,7 @@
 #include "adam_cuda.hpp"
 #include "adamcore/adamcore.h"
 #include "adamcore/core.hpp"
+#include "../../cpp/python/binding_common.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -28,41 +29,7 @@ using namespace nb::literals;
 namespace adamcore {
 namespace {
 
-// Any device: the device check below names what is wrong, which nanobind's own would not.
-using Array = nb::ndarray<>;
-using ReadOnlyArray = nb::ndarray<nb::ro>;
-using HParamsTuple = std::tuple<double, double, double, double, double, double, int64_t, uint32_t>;
-
-std::vector<adamcore_hparams> to_hparams(const std::vector<HParamsTuple>& tuples) {
-    std::vector<adamcore_hparams> out(tuples.size());
-    for (size_t i = 0; i < tuples.size(); ++i) {
-        const auto& [lr, beta1, beta2, eps, weight_decay, max_lr, step, flags] = tuples[i];
-        out[i] = {lr, beta1, beta2, eps, weight_decay, max_lr, step, flags};
-    }
-    return out;
-}
-
-std::string dlpack_dtype_name(nb::dlpack::dtype dt) {
-    static const char* codes[] = {"int", "uint", "float", "opaque", "bfloat", "complex", "bool"};
-    const std::string code = dt.code < 7 ? codes[dt.code] : "code" + std::to_string(dt.code);
-    return code + std::to_string(dt.bits);
-}
-
-DType dtype_of(nb::dlpack::dtype dt, const char* role, size_t index) {
-    if (dt.lanes == 1) {
-        if (dt.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Float)) {
-            if (dt.bits == 16) return DType::float16;
-            if (dt.bits == 32) return DType::float32;
-            if (dt.bits == 64) return DType::float64;
-        }
-        if (dt.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Bfloat) && dt.bits == 16)
-            return DType::bfloat16;
-    }
-    throw Error(ErrorKind::invalid_dtype, std::string(role) + " " + std::to_string(index) +
-                                              " has dtype " + dlpack_dtype_name(dt) +
-                                              "; adamcore takes float16, bfloat16, float32 or "
-                                              "float64");
-}
+using namespace binding;
 
 std::string device_text(int type, int id) {
     if (type == nb::device::cuda::value) return "cuda:" + std::to_string(id);
@@ -112,11 +79,6 @@ private:
     std::string first_;
 };
 
-void check_count(size_t n, size_t expected, const char* what) {
-    if (n != expected)
-        throw Error(ErrorKind::invalid_value, "got " + std::to_string(n) + " " + what + " for " +
-                                                  std::to_string(expected) + " params");
-}
 
 void* stream_ptr(uintptr_t stream) { return reinterpret_cast<void*>(stream); }
 

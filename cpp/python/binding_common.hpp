@@ -1,0 +1,65 @@
+// binding_common.hpp: what both nanobind modules (adamcore._core and adamcore._cuda) need to
+// turn Python arguments into the core's types: array aliases, the hyperparameter tuple, dtypes
+// and argument counts, with the error messages the Python API promises.
+#pragma once
+
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+
+#include <cstdint>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "adamcore/adamcore.h"
+#include "adamcore/core.hpp"
+
+namespace adamcore::binding {
+
+namespace nb = nanobind;
+
+// Untyped: nanobind never converts them (so never updates a copy), and any device gets through
+// to the checks, which name what is wrong better than nanobind's own would.
+using Array = nb::ndarray<>;
+using ReadOnlyArray = nb::ndarray<nb::ro>;
+// adamcore_hparams as Python passes it: (lr, beta1, beta2, eps, weight_decay, max_lr, step, flags)
+using HParamsTuple = std::tuple<double, double, double, double, double, double, int64_t, uint32_t>;
+
+inline std::vector<adamcore_hparams> to_hparams(const std::vector<HParamsTuple>& tuples) {
+    std::vector<adamcore_hparams> out(tuples.size());
+    for (size_t i = 0; i < tuples.size(); ++i) {
+        const auto& [lr, beta1, beta2, eps, weight_decay, max_lr, step, flags] = tuples[i];
+        out[i] = {lr, beta1, beta2, eps, weight_decay, max_lr, step, flags};
+    }
+    return out;
+}
+
+inline std::string dlpack_dtype_name(nb::dlpack::dtype dt) {
+    static const char* codes[] = {"int", "uint", "float", "opaque", "bfloat", "complex", "bool"};
+    const std::string code = dt.code < 7 ? codes[dt.code] : "code" + std::to_string(dt.code);
+    return code + std::to_string(dt.bits);
+}
+
+inline DType dtype_of(nb::dlpack::dtype dt, const char* role, size_t index) {
+    if (dt.lanes == 1) {
+        if (dt.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Float)) {
+            if (dt.bits == 16) return DType::float16;
+            if (dt.bits == 32) return DType::float32;
+            if (dt.bits == 64) return DType::float64;
+        }
+        if (dt.code == static_cast<uint8_t>(nb::dlpack::dtype_code::Bfloat) && dt.bits == 16)
+            return DType::bfloat16;
+    }
+    throw Error(ErrorKind::invalid_dtype, std::string(role) + " " + std::to_string(index) +
+                                              " has dtype " + dlpack_dtype_name(dt) +
+                                              "; adamcore takes float16, bfloat16, float32 or "
+                                              "float64");
+}
+
+inline void check_count(size_t n, size_t expected, const char* what) {
+    if (n != expected)
+        throw Error(ErrorKind::invalid_value, "got " + std::to_string(n) + " " + what + " for " +
+                                                  std::to_string(expected) + " params");
+}
+
+}  // namespace adamcore::binding
