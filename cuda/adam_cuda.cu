@@ -512,31 +512,6 @@ int combo_of(DType param, DType grad) {
     return -1;
 }
 
-// True when every array has param's strides (over extents > 1) and those lay the elements out
-// densely (C, Fortran, any permutation, negative strides); *low is then the offset, in elements,
-// from data to the lowest element.
-bool dense_layout(const ArrayRef* const* arrays, size_t used, int64_t* low) {
-    const ArrayRef& p = *arrays[0];
-    for (size_t k = 1; k < used; ++k)
-        for (int32_t d = 0; d < p.ndim; ++d)
-            if (p.shape[d] > 1 && stride_of(*arrays[k], d) != stride_of(p, d)) return false;
-    std::vector<std::pair<int64_t, int64_t>> dims;  // (|stride|, extent) of extents > 1
-    *low = 0;
-    for (int32_t d = 0; d < p.ndim; ++d) {
-        if (p.shape[d] <= 1) continue;
-        const int64_t s = stride_of(p, d);
-        dims.emplace_back(s < 0 ? -s : s, p.shape[d]);
-        if (s < 0) *low += (p.shape[d] - 1) * s;
-    }
-    std::sort(dims.begin(), dims.end());
-    int64_t expected = 1;
-    for (const auto& [stride, extent] : dims) {
-        if (stride != expected) return false;
-        expected *= extent;
-    }
-    return true;
-}
-
 void* lowest(const ArrayRef& a, int64_t low) {
     return static_cast<char*>(a.data) + low * static_cast<int64_t>(dtype_size(a.dtype));
 }

@@ -7,6 +7,7 @@
 #include <nanobind/ndarray.h>
 
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -60,6 +61,26 @@ inline void check_count(size_t n, size_t expected, const char* what) {
     if (n != expected)
         throw Error(ErrorKind::invalid_value, "got " + std::to_string(n) + " " + what + " for " +
                                                   std::to_string(expected) + " params");
+}
+
+// The core's errors as the Python exceptions SPEC §4 names: ValueError for a bad value,
+// TypeError for a dtype, FloatingPointError for a non-finite grad; RuntimeError for the rest
+// (CUDA errors, an unavailable backend, internal errors), with the core's message.
+inline void register_error_translator() {
+    nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+        try {
+            std::rethrow_exception(p);
+        } catch (const Error& e) {
+            PyObject* type = PyExc_RuntimeError;
+            switch (e.kind()) {
+                case ErrorKind::invalid_value: type = PyExc_ValueError; break;
+                case ErrorKind::invalid_dtype: type = PyExc_TypeError; break;
+                case ErrorKind::not_finite: type = PyExc_FloatingPointError; break;
+                default: break;
+            }
+            PyErr_SetString(type, e.what());
+        }
+    });
 }
 
 }  // namespace adamcore::binding

@@ -140,20 +140,7 @@ NB_MODULE(_core, m) {
     using namespace adamcore;
     m.doc() = "adamcore's CPU core: one Adam/AdamW step over many arrays, SIMD and threaded.";
 
-    nb::register_exception_translator([](const std::exception_ptr& p, void*) {
-        try {
-            std::rethrow_exception(p);
-        } catch (const Error& e) {
-            PyObject* type = PyExc_RuntimeError;
-            switch (e.kind()) {
-                case ErrorKind::invalid_value: type = PyExc_ValueError; break;
-                case ErrorKind::invalid_dtype: type = PyExc_TypeError; break;
-                case ErrorKind::not_finite: type = PyExc_FloatingPointError; break;
-                default: break;
-            }
-            PyErr_SetString(type, e.what());
-        }
-    });
+    binding::register_error_translator();
 
     m.attr("DECOUPLED_WEIGHT_DECAY") = ADAMCORE_DECOUPLED_WEIGHT_DECAY;
     m.attr("DECOUPLE_LR") = ADAMCORE_DECOUPLE_LR;

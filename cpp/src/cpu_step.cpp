@@ -118,30 +118,6 @@ int64_t numel(const ArrayRef& a) {
     return n;
 }
 
-// When all arrays share strides that lay the elements out densely (C, Fortran, any permutation,
-// negative strides too), returns true and the offset from data to the lowest element.
-bool dense_layout(const ArrayRef* const* arrays, size_t used, int64_t* low) {
-    const ArrayRef& p = *arrays[0];
-    for (size_t k = 1; k < used; ++k)
-        for (int32_t d = 0; d < p.ndim; ++d)
-            if (p.shape[d] > 1 && stride_of(*arrays[k], d) != stride_of(p, d)) return false;
-    std::vector<std::pair<int64_t, int64_t>> dims;  // (|stride|, extent) of extents > 1
-    *low = 0;
-    for (int32_t d = 0; d < p.ndim; ++d) {
-        if (p.shape[d] <= 1) continue;
-        const int64_t s = stride_of(p, d);
-        dims.emplace_back(s < 0 ? -s : s, p.shape[d]);
-        if (s < 0) *low += (p.shape[d] - 1) * s;
-    }
-    std::sort(dims.begin(), dims.end());
-    int64_t expected = 1;
-    for (const auto& [stride, extent] : dims) {
-        if (stride != expected) return false;
-        expected *= extent;
-    }
-    return true;
-}
-
 template <class T>
 T* at(void* data, int64_t offset) {
     return static_cast<T*>(data) + offset;

@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <limits>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "adamcore/core.hpp"
 
@@ -207,6 +209,28 @@ void validate_step(const TensorRef* tensors, size_t count, const adamcore_hparam
     for (size_t h = 0; h < hparams_count; ++h) validate_hparams(hparams[h]);
 
     for (size_t i = 0; i < count; ++i) validate_tensor(tensors[i], i, hparams, hparams_count);
+}
+
+bool dense_layout(const ArrayRef* const* arrays, size_t used, int64_t* low) {
+    const ArrayRef& p = *arrays[0];
+    for (size_t k = 1; k < used; ++k)
+        for (int32_t d = 0; d < p.ndim; ++d)
+            if (p.shape[d] > 1 && stride_of(*arrays[k], d) != stride_of(p, d)) return false;
+    std::vector<std::pair<int64_t, int64_t>> dims;  // (|stride|, extent) of extents > 1
+    *low = 0;
+    for (int32_t d = 0; d < p.ndim; ++d) {
+        if (p.shape[d] <= 1) continue;
+        const int64_t s = stride_of(p, d);
+        dims.emplace_back(s < 0 ? -s : s, p.shape[d]);
+        if (s < 0) *low += (p.shape[d] - 1) * s;
+    }
+    std::sort(dims.begin(), dims.end());
+    int64_t expected = 1;
+    for (const auto& [stride, extent] : dims) {
+        if (stride != expected) return false;
+        expected *= extent;
+    }
+    return true;
 }
 
 }  // namespace adamcore

@@ -200,20 +200,7 @@ NB_MODULE(_cuda, m) {
     using namespace adamcore;
     m.doc() = "adamcore's CUDA backend: one Adam/AdamW step over many CUDA arrays, on a given stream.";
 
-    nb::register_exception_translator([](const std::exception_ptr& p, void*) {
-        try {
-            std::rethrow_exception(p);
-        } catch (const Error& e) {
-            PyObject* type = PyExc_RuntimeError;
-            switch (e.kind()) {
-                case ErrorKind::invalid_value: type = PyExc_ValueError; break;
-                case ErrorKind::invalid_dtype: type = PyExc_TypeError; break;
-                case ErrorKind::not_finite: type = PyExc_FloatingPointError; break;
-                default: break;  // cuda, unavailable, internal: RuntimeError with CUDA's text
-            }
-            PyErr_SetString(type, e.what());
-        }
-    });
+    binding::register_error_translator();
 
     m.attr("version") = ADAMCORE_VERSION;  // the C ABI version this module was built with
 

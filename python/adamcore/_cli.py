@@ -14,12 +14,12 @@ import sys
 
 def info_lines() -> list[str]:
     import adamcore
-    from adamcore import _core
+    from adamcore import _core, _cpu
 
     lines = [
         f"adamcore {adamcore.__version__} (C ABI {_core.version})",
         f"python {platform.python_version()} on {platform.machine()} {platform.system()}",
-        f"cpu: {_cpu_model()} ({os.cpu_count()} logical cores)",
+        f"cpu: {_cpu.cpu_model()} ({os.cpu_count()} logical cores)",
         "backends: cpu (compiled), reference (pure Array API)",
         f"simd: {adamcore.get_simd_level()} in use; available here: "
         f"{', '.join(adamcore.available_simd_levels())}; compiled: "
@@ -32,15 +32,6 @@ def info_lines() -> list[str]:
     return lines
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

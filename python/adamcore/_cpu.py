@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 from . import _core
 
 
@@ -39,3 +41,15 @@ def available_simd_levels() -> list[str]:
 def compiled_simd_levels() -> list[str]:
     """Every level compiled into this build, widest first."""
     return _core.compiled_simd_levels()
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as the OS reports it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -59,6 +59,11 @@ void validate_hparams(const adamcore_hparams& hp);
 // The state dtype the kernels keep for a parameter dtype: float32 for 16-bit parameters.
 DType state_dtype_for(DType param);
 
+// True when every array has arrays[0]'s strides (over extents > 1) and those lay the elements out
+// densely (C, Fortran, any permutation, negative strides); *low is then the offset, in elements,
+// from data to the lowest element. The CPU and CUDA steps take such tensors as one flat run.
+bool dense_layout(const ArrayRef* const* arrays, size_t used, int64_t* low);
+
 // Every check of SPEC §4 that the core can make (shapes, dtypes, sizes, overlap, hparams), for
 // all tensors, before anything is written. Throws Error; the CPU and CUDA steps call it first.
 void validate_step(const TensorRef* tensors, size_t count, const adamcore_hparams* hparams,

@@ -12,23 +12,13 @@ import subprocess
 import sys
 from importlib import metadata
 
+from .. import _cpu
 from . import cases as cases_mod
 from . import peers as peers_mod
 from . import report, timing
 
 
 # ---- the machine --------------------------------------------------------------------------------
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def usable_cores() -> int:
     try:
@@ -58,7 +48,7 @@ def machine() -> dict:
     import adamcore
 
     gpus = gpu_names()
-    return {"cpu": cpu_model(), "cores": usable_cores(), "logical_cores": os.cpu_count(),
+    return {"cpu": _cpu.cpu_model(), "cores": usable_cores(), "logical_cores": os.cpu_count(),
             "simd": adamcore.get_simd_level(), "threads": adamcore.get_num_threads(),
             "gpu": gpus[0] if gpus else None, "gpus": gpus,
             "os": f"{platform.system()} {platform.release()}", "python": platform.python_version()}
