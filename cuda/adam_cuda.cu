@@ -496,12 +496,6 @@ copy_kernel(float* dst, const float* src, int64_t n, bool vector) {
 // ---------------------------------------------------------------------------------------------
 // Host side: planning
 
-int64_t numel(const ArrayRef& a) {
-    int64_t n = 1;
-    for (int32_t d = 0; d < a.ndim; ++d) n *= a.shape[d];
-    return n;
-}
-
 int combo_of(DType param, DType grad) {
     switch (param) {
         case DType::float32: return f32;

@@ -63,6 +63,16 @@ inline void check_count(size_t n, size_t expected, const char* what) {
                                                   std::to_string(expected) + " params");
 }
 
+// The per-tensor lists of a plan (or a one-shot step) match the params in length; the
+// max_exp_avg_sqs and hparams indices may also be empty (no amsgrad; every tensor in set 0).
+inline void check_plan_counts(size_t params, size_t exp_avgs, size_t exp_avg_sqs,
+                              size_t max_exp_avg_sqs, size_t hparams_index) {
+    check_count(exp_avgs, params, "exp_avgs");
+    check_count(exp_avg_sqs, params, "exp_avg_sqs");
+    if (max_exp_avg_sqs != 0) check_count(max_exp_avg_sqs, params, "max_exp_avg_sqs");
+    if (hparams_index != 0) check_count(hparams_index, params, "hparams indices");
+}
+
 // The core's errors as the Python exceptions SPEC §4 names: ValueError for a bad value,
 // TypeError for a dtype, FloatingPointError for a non-finite grad; RuntimeError for the rest
 // (CUDA errors, an unavailable backend, internal errors), with the core's message.

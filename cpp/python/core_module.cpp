@@ -56,10 +56,8 @@ public:
           exp_avg_sqs_(std::move(exp_avg_sqs)),
           max_exp_avg_sqs_(std::move(max_exp_avg_sqs)) {
         const size_t n = params_.size();
-        check_count(exp_avgs_.size(), n, "exp_avgs");
-        check_count(exp_avg_sqs_.size(), n, "exp_avg_sqs");
-        if (!max_exp_avg_sqs_.empty()) check_count(max_exp_avg_sqs_.size(), n, "max_exp_avg_sqs");
-        if (!hparams_index.empty()) check_count(hparams_index.size(), n, "hparams indices");
+        check_plan_counts(n, exp_avgs_.size(), exp_avg_sqs_.size(), max_exp_avg_sqs_.size(),
+                          hparams_index.size());
         tensors_.resize(n);
         for (size_t i = 0; i < n; ++i) {
             TensorRef& t = tensors_[i];

@@ -39,31 +39,6 @@ struct Piece {
     int64_t begin, end;  // flat element range within the array
 };
 
-int64_t numel_of(const ArrayRef& a) {
-    int64_t n = 1;
-    for (int32_t d = 0; d < a.ndim; ++d) n *= a.shape[d];
-    return n;
-}
-
-// True when the elements occupy one block of numel elements; sets *low to the lowest offset.
-bool dense_block(const ArrayRef& a, int64_t* low) {
-    std::vector<std::pair<int64_t, int64_t>> dims;  // (|stride|, extent)
-    *low = 0;
-    for (int32_t d = 0; d < a.ndim; ++d) {
-        if (a.shape[d] == 1) continue;
-        const int64_t s = stride_of(a, d);
-        if (s < 0) *low += (a.shape[d] - 1) * s;
-        dims.emplace_back(s < 0 ? -s : s, a.shape[d]);
-    }
-    std::sort(dims.begin(), dims.end());
-    int64_t expected = 1;
-    for (const auto& [stride, extent] : dims) {
-        if (stride != expected) return false;
-        expected *= extent;
-    }
-    return true;
-}
-
 template <class T>
 inline float as_float(T x) {
     return widen(x);
@@ -215,9 +190,10 @@ std::vector<Piece> cut(const ArrayRef* arrays, size_t count) {
     std::vector<Piece> pieces;
     for (size_t i = 0; i < count; ++i) {
         const ArrayRef& a = arrays[i];
-        const int64_t n = numel_of(a);
+        const int64_t n = numel(a);
         int64_t low = 0;
-        const bool dense = a.ndim == 0 || dense_block(a, &low);
+        const ArrayRef* one = &a;
+        const bool dense = dense_layout(&one, 1, &low);
         char* base = static_cast<char*>(a.data) + low * static_cast<int64_t>(dtype_size(a.dtype));
         for (int64_t b = 0; b < n; b += kPiece)
             pieces.push_back({&a, dense ? base : static_cast<char*>(a.data), dense, b,

@@ -112,12 +112,6 @@ struct Planned {
     const int64_t* strides_of(int k) const { return strides.data() + k * ref->param.ndim; }
 };
 
-int64_t numel(const ArrayRef& a) {
-    int64_t n = 1;
-    for (int32_t d = 0; d < a.ndim; ++d) n *= a.shape[d];
-    return n;
-}
-
 template <class T>
 T* at(void* data, int64_t offset) {
     return static_cast<T*>(data) + offset;

@@ -26,6 +26,13 @@ struct ArrayRef {
     const int64_t* strides = nullptr;  // nullptr means C-contiguous
 };
 
+// Number of elements (shapes already validated: no negative extents, no overflow).
+inline int64_t numel(const ArrayRef& a) {
+    int64_t n = 1;
+    for (int32_t d = 0; d < a.ndim; ++d) n *= a.shape[d];
+    return n;
+}
+
 // Stride of dimension d in elements, also when strides is nullptr (C order).
 inline int64_t stride_of(const ArrayRef& a, int32_t d) {
     if (a.strides) return a.strides[d];
