@@ -15,7 +15,7 @@ import functools
 import importlib
 
 from . import _arrays, _hparams
-from ._dispatch import Backend, StepTensor, _exportable
+from ._dispatch import Backend, StepTensor, _exportable, bump_versions, written_tensors
 
 
 @functools.cache
@@ -134,6 +134,8 @@ class CudaNative(Backend):
                 False,
                 _current_stream(lib, device),
             )
+            if lib == "torch":
+                bump_versions(written_tensors(ts))
         return None
 
     def make_plan(self, tensors: list[StepTensor]):
@@ -150,10 +152,11 @@ class CudaNative(Backend):
 class _Plan:
     """The optimizer's steady-state plan over one device's params (see _optimizer._SteadyState).
 
-    A torch tensor can swap its storage under the same object (``p.data = ...``), which the
-    steady path's identity checks do not see; so for torch the plan compares the params' data
-    pointers before each step and rebuilds its native plan when one moved. (The state tensors
-    are the optimizer's own; replacing one replaces the object, which the steady path sees.)
+    A torch tensor can swap its storage under the same object (``p.data = ...``,
+    ``share_memory_()``) or change its shape in place, which the steady path's identity checks
+    do not see; so for torch the plan compares the params' shapes and the data pointers of the
+    params and state tensors before each step and rebuilds its native plan when one changed.
+    Every torch tensor written gets its autograd version bumped, as an in-place op would.
     """
 
     def __init__(self, backend, tensors, lib, device):
@@ -161,6 +164,7 @@ class _Plan:
         self.lib = lib
         self.device = device
         self.tensors = tensors
+        self.written = written_tensors(tensors) if lib == "torch" else None
         self.native = self._build()
         self.pointers = self._pointers() if lib == "torch" else None
 
@@ -175,8 +179,8 @@ class _Plan:
             [t.hparams_index for t in ts],
         )
 
-    def _pointers(self) -> list[int]:
-        return [t.param.data_ptr() for t in self.tensors]
+    def _pointers(self) -> list:
+        return [t.param.shape for t in self.tensors] + [x.data_ptr() for x in self.written]
 
     def step(self, grads, hparams, check_finite: bool) -> None:
         if self.pointers is not None:
@@ -198,3 +202,5 @@ class _Plan:
             return
         self.native.step([_exportable(g) for g in grads], hparams, check_finite,
                          _current_stream(self.lib, self.device))
+        if self.written is not None:
+            bump_versions(self.written)

@@ -95,6 +95,9 @@ class CpuNative(Backend):
             list(index) if len(hparams) > 1 else [],
             hparams,
         )
+        if type(params[0]) is not _ndarray:
+            bump_versions([x for x in (*params, *exp_avgs, *exp_avg_sqs, *max_sqs)
+                           if x is not None and type(x) is not _ndarray])
         return None
 
     def make_plan(self, tensors):
@@ -114,10 +117,13 @@ class CpuNative(Backend):
 class _TorchCpuPlan:
     """A steady-state plan over torch CPU tensors.
 
-    A torch tensor can swap its storage under the same object (``p.data = ...``), which the
-    steady path's identity checks do not see: the plan compares the params' data pointers before
-    each step and rebuilds its core plan when one moved. Grads go to the core as DLPack capsules
-    (torch's ``Tensor.__dlpack__`` costs about 4 us a call, ``to_dlpack`` well under 1).
+    A torch tensor can swap its storage under the same object (``p.data = ...``,
+    ``share_memory_()``) or change its shape in place (``resize_``), which the steady path's
+    identity checks do not see: the plan compares the data pointers of the params and of the
+    state tensors, and the params' shapes, before each step and rebuilds its core plan when one
+    changed (the core then checks the grads against the new shapes). Grads go to the core as
+    DLPack capsules (torch's ``Tensor.__dlpack__`` costs about 4 us a call, ``to_dlpack`` well
+    under 1). Every tensor written gets its autograd version bumped, as an in-place op would.
     """
 
     def __init__(self, backend, tensors):
@@ -126,11 +132,12 @@ class _TorchCpuPlan:
         self.backend = backend
         self.tensors = tensors
         self.to_dlpack = to_dlpack
+        self.written = written_tensors(tensors)
         self.pointers = self._pointers()
         self.native = backend._core_plan(tensors)
 
-    def _pointers(self) -> list[int]:
-        return [t.param.data_ptr() for t in self.tensors]
+    def _pointers(self) -> list:
+        return [t.param.shape for t in self.tensors] + [x.data_ptr() for x in self.written]
 
     def step(self, grads, hparams, check_finite: bool) -> bool:
         """Steps and returns True, or returns False having written nothing (then the general
@@ -145,7 +152,28 @@ class _TorchCpuPlan:
                              hparams, check_finite)
         except (TypeError, ValueError, BufferError, RuntimeError):
             return False
+        bump_versions(self.written)
         return True
+
+
+def written_tensors(tensors) -> list:
+    """The arrays a step writes: each param and its state arrays."""
+    out = []
+    for t in tensors:
+        out += (t.param, t.exp_avg, t.exp_avg_sq)
+        if t.max_exp_avg_sq is not None:
+            out.append(t.max_exp_avg_sq)
+    return out
+
+
+def bump_versions(tensors: list) -> None:
+    """Tells autograd that these torch tensors were written in place (as an in-place op would),
+    so that a backward through a graph that saved one of them raises instead of computing a
+    wrong gradient. One call for the whole list."""
+    if tensors:
+        from torch.autograd.graph import increment_version
+
+        increment_version(tensors)
 
 
 def _exportable(x):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 import threading
+from itertools import chain
 
 from . import _arrays, _hparams, _validation
 from ._dispatch import StepTensor, backend_for
@@ -44,6 +45,8 @@ class Adam:
     (JAX), which the optimizer then tracks. State arrays live in each parameter's library and on
     its device; ``state_dict()`` has torch's layout.
     """
+
+    _always_decoupled = False  # AdamW: decoupled whatever a loaded state dict says
 
     def __init__(
         self,
@@ -291,6 +294,8 @@ class Adam:
                 group.setdefault(key, ours.get(key, value))
             group["betas"] = _pair(group["betas"])
             group["params"] = ours["params"]
+            if self._always_decoupled:  # AdamW stays AdamW with an Adam checkpoint, as in torch
+                group["decoupled_weight_decay"] = True
             _hparams.check_group(group)
             groups.append(group)
 
@@ -377,22 +382,29 @@ class _SteadyState:
 
     Made after a successful general step when every param already has state, all params go to
     one backend that offers plans (see Backend.make_plan), and each group's params share one step
-    count. Each use first checks, by identity, that the params and state arrays are still the
-    ones the plan holds, that the grads are of the params' types and that the params are still
-    writeable; otherwise the general step runs (and raises what is wrong, if anything is). The
-    plan's backend checks the hyperparameters, shapes and dtypes before it writes.
+    count. Each use first checks that the params, state dicts and state arrays are still the
+    objects the plan holds, that NumPy params keep their shape and writeable flag (both
+    settable in place), that the grads are of the params' types and that amsgrad and
+    check_finite are unchanged; torch plans also compare data pointers (see _TorchCpuPlan).
+    Otherwise the general step runs (and raises what is wrong, if anything is). The plan's
+    backend checks the hyperparameters and the grads' shapes and dtypes before it writes.
     """
 
-    def __init__(self, plan, arrays, params, states, numpy_params, group_steps, check_finite):
+    def __init__(self, plan, params, states, arrays, getters, numpy_params, group_flags,
+                 group_steps):
         self.plan = plan
-        self.arrays = arrays  # per param: param, its state dict, exp_avg, exp_avg_sq[, max]
         self.params = params
         self.grad_types = [_grad_type(p) for p in params]
         self.states = states
+        self.indices = range(len(states))
+        self.arrays = arrays  # every state array, in order
+        self.getters = getters  # per param: the state dict -> its state arrays
         self.steps = list(map(_get_step, states))
-        self.numpy_params = numpy_params  # their writeable flag can be switched off any time
+        self.numpy_params = numpy_params
+        self.numpy_layouts = list(map(_numpy_layout, numpy_params))
+        self.group_flags = group_flags  # (amsgrad, check_finite) of each group
         self.group_steps = group_steps
-        self.check_finite = check_finite
+        self.check_finite = group_flags[0][1] if group_flags else False
 
     @classmethod
     def build(cls, opt: Adam) -> _SteadyState | None:
@@ -400,19 +412,21 @@ class _SteadyState:
         check_finite = {bool(g["check_finite"]) for g in groups}
         if len(check_finite) != 1:
             return None
-        tensors, group_steps, backends = [], [], set()
+        tensors, group_steps, backends, getters = [], [], set(), []
         i = 0
         for k, group in enumerate(groups):
             steps = set()
+            amsgrad = group["amsgrad"]
             for p in group["params"]:
                 state = opt.state.get(i)
                 if state is None:
                     return None
                 steps.add(state["step"])
                 backends.add(backend_for(p))
-                max_sq = state.get("max_exp_avg_sq") if group["amsgrad"] else None
+                max_sq = state.get("max_exp_avg_sq") if amsgrad else None
                 tensors.append(StepTensor(p, None, state["exp_avg"], state["exp_avg_sq"],
                                           max_sq, k))
+                getters.append(_WITH_MAX if amsgrad else _WITHOUT_MAX)
                 i += 1
             if len(steps) > 1:
                 return None
@@ -424,53 +438,55 @@ class _SteadyState:
             return None
         params = [t.param for t in tensors]
         states = [opt.state[i] for i in range(len(params))]
+        arrays = list(chain.from_iterable(map(operator.call, getters, states)))
         numpy_params = [p for p in params if _arrays.library(p) == "numpy"]
-        return cls(plan, cls._arrays_of(opt), params, states, numpy_params, group_steps,
-                   check_finite.pop())
-
-    @staticmethod
-    def _arrays_of(opt: Adam) -> list:
-        arrays, state, i = [], opt.state, 0
-        for group in opt.param_groups:
-            amsgrad = group["amsgrad"]
-            for p in group["params"]:
-                s = state.get(i)
-                if s is None:
-                    return []
-                arrays += (p, s, s["exp_avg"], s["exp_avg_sq"])
-                if amsgrad:
-                    arrays.append(s.get("max_exp_avg_sq"))
-                i += 1
-        return arrays
+        flags = [(group["amsgrad"], bool(group["check_finite"])) for group in groups]
+        return cls(plan, params, states, arrays, getters, numpy_params, flags, group_steps)
 
     def step(self, opt: Adam, grads):
         """Steps through the plan and returns the params, or None if the plan no longer applies."""
         types = self.grad_types
         if len(grads) != len(types) or not all(map(operator.is_, map(type, grads), types)):
             return None
-        for p in self.numpy_params:
-            if not p.flags.writeable:
+        groups = opt.param_groups
+        if len(groups) != len(self.group_flags):
+            return None
+        params = list(chain.from_iterable(g["params"] for g in groups))
+        if len(params) != len(self.params) or not all(map(operator.is_, params, self.params)):
+            return None
+        if list(map(_numpy_layout, self.numpy_params)) != self.numpy_layouts:
+            return None  # reshaped, restrided, retyped or made read-only in place
+        try:
+            states = list(map(opt.state.__getitem__, self.indices))
+            if not all(map(operator.is_, states, self.states)):
                 return None
-        arrays = self._arrays_of(opt)
+            arrays = list(chain.from_iterable(map(operator.call, self.getters, states)))
+        except (KeyError, TypeError):
+            return None
         if len(arrays) != len(self.arrays) or not all(map(operator.is_, arrays, self.arrays)):
             return None
-        if list(map(_get_step, self.states)) != self.steps:
+        if list(map(_get_step, states)) != self.steps:
             return None
-        groups = opt.param_groups
         hparams = []
-        for group, step in zip(groups, self.group_steps):
-            if bool(group["check_finite"]) != self.check_finite:
+        for group, flags, step in zip(groups, self.group_flags, self.group_steps):
+            if (group["amsgrad"], bool(group["check_finite"])) != flags:
                 return None
             hparams.append(_hparams.native_hparams(group, step + 1))
         if self.plan.step(grads, hparams, self.check_finite) is False:
             return None  # the plan refused before writing; the general step says why
-        for s in self.states:
+        for s in states:
             s["step"] += 1
-        self.steps = list(map(_get_step, self.states))
+        self.steps = list(map(_get_step, states))
         self.group_steps = [step + 1 for step in self.group_steps]
-        return list(self.params)
+        return params
 
 
+_WITHOUT_MAX = operator.itemgetter("exp_avg", "exp_avg_sq")
+_WITH_MAX = operator.itemgetter("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+# what a NumPy caller commonly changes in place under the same object (``p.shape = ...``, the
+# writeable flag); the data pointer cannot change. Strides and dtype are left out: reading them
+# for every param of every step costs more than the rest of the check.
+_numpy_layout = operator.attrgetter("shape", "flags.writeable")
 _get_step = operator.itemgetter("step")
 
 
@@ -485,7 +501,13 @@ def _grad_type(param) -> type:
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay (Loshchilov & Hutter), torch.optim.AdamW's defaults."""
+    """Adam with decoupled weight decay (Loshchilov & Hutter), torch.optim.AdamW's defaults.
+
+    Always decoupled: loading a state dict of Adam keeps ``decoupled_weight_decay`` True, as
+    torch.optim.AdamW does.
+    """
+
+    _always_decoupled = True
 
     def __init__(
         self,

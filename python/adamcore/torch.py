@@ -25,7 +25,7 @@ from torch.optim import Optimizer
 from torch.utils.dlpack import to_dlpack
 
 from . import _core, _hparams, _validation
-from ._dispatch import CPU, StepTensor, backend_for
+from ._dispatch import CPU, StepTensor, backend_for, bump_versions
 from ._optimizer import _load_param_state
 
 __all__ = ["Adam", "AdamW"]
@@ -249,9 +249,18 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """``torch.optim.AdamW`` on adamcore's core (decoupled weight decay, default 1e-2)."""
+    """``torch.optim.AdamW`` on adamcore's core (decoupled weight decay, default 1e-2).
+
+    Always decoupled: loading a state dict of Adam keeps ``decoupled_weight_decay`` True, as
+    torch.optim.AdamW does.
+    """
 
     _decoupled_default = True
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)  # torch's load_state_dict ends here too
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = True
 
     def __init__(
         self,
@@ -313,14 +322,16 @@ _is = operator.is_
 
 
 class _Plan:
-    """The steady state of a CPU-only optimizer: params and state imported into the core once.
+    """The steady state of the drop-in: params and state imported into a native plan once (the
+    CPU core's, or the CUDA backend's where all params are on one GPU).
 
-    Valid while the params that have grads, their storage (``p.data = ...`` swaps it under the
-    same object, hence the data_ptr check), their state tensors and step counters are the ones
-    it was made from, and amsgrad is unchanged; ``step`` returns False otherwise, before
-    writing anything, and the general step runs. The core checks the grads' shapes and dtypes
-    and the hyperparameters before it writes; a failure there also falls back to the general
-    step, which raises the detailed error.
+    Valid while the params that have grads, their storage and shapes (``p.data = ...``,
+    ``share_memory_()`` and ``resize_`` change them under the same object, hence the data_ptr
+    and shape checks), their state tensors and step counters are the ones it was made from, and
+    amsgrad is unchanged; ``step`` returns False otherwise, before writing anything, and the
+    general step runs. The native plan checks the grads' shapes and dtypes and the
+    hyperparameters before it writes; a failure there also falls back to the general step,
+    which raises the detailed error. Every tensor written gets its autograd version bumped.
     """
 
     def __init__(self, core_plan, params, states, amsgrads, arrays, pointers, steps, counters,
@@ -331,6 +342,8 @@ class _Plan:
         self.amsgrads = amsgrads  # per param
         self.arrays = arrays  # every state tensor, in order
         self.pointers = pointers  # data_ptr of each param, then of each state tensor
+        self.shapes = list(map(_shape, params))
+        self.written = params + arrays  # bumped after each step
         self.steps = steps  # the step tensors
         self.counters = counters  # a NumPy view of their buffer
         self.versions = [t._version for t in steps]
@@ -340,14 +353,14 @@ class _Plan:
     @classmethod
     def build(cls, opt: Adam) -> _Plan | None:
         params, states, amsgrads, tensors, groups, group_steps = [], [], [], [], [], []
+        backends = set()
         for group in opt.param_groups:
             amsgrad = group["amsgrad"]
             steps = set()
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if backend_for(p) is not CPU:
-                    return None
+                backends.add(backend_for(p))
                 s = opt.state[p]
                 steps.add(int(s["step"]))
                 params.append(p)
@@ -360,13 +373,18 @@ class _Plan:
             if steps:
                 groups.append((group, amsgrad, group["check_finite"]))
                 group_steps.append(steps.pop())
-        if not params or len({c for _, _, c in groups}) != 1:
+        if not params or len({c for _, _, c in groups}) != 1 or len(backends) != 1:
             return None
+        backend = backends.pop()
         arrays = _state_arrays(states, amsgrads)
-        core_plan = _core.CpuPlan([t.param for t in tensors], [t.exp_avg for t in tensors],
-                                  [t.exp_avg_sq for t in tensors],
-                                  [t.max_exp_avg_sq for t in tensors] if any(amsgrads) else [],
-                                  [t.hparams_index for t in tensors])
+        if backend is CPU:
+            native = _CoreSteps(tensors, any(amsgrads))
+        else:
+            # the CUDA backend's plan (one launch, its work table uploaded once); it re-checks
+            # the params' and states' storage itself. The reference path has none.
+            native = backend.make_plan(tensors)
+            if native is None:
+                return None
         pointers = [p.data_ptr() for p in params] + [a.data_ptr() for a in arrays]
         # The step counters become views of one buffer, so that a step increments them all at
         # once (through NumPy: a torch op per counter costs microseconds each). They stay
@@ -374,7 +392,7 @@ class _Plan:
         counters = torch.tensor([float(s["step"]) for s in states], dtype=torch.float32)
         for j, s in enumerate(states):
             s["step"] = counters[j]
-        return cls(core_plan, params, states, amsgrads, arrays, pointers,
+        return cls(native, params, states, amsgrads, arrays, pointers,
                    [s["step"] for s in states], counters.numpy(), groups, group_steps)
 
     def step(self, opt: Adam, params: list, grads: list) -> bool:
@@ -398,16 +416,34 @@ class _Plan:
         steps = [s["step"] for s in states]
         if not all(map(_is, steps, self.steps)) or [t._version for t in steps] != self.versions:
             return False  # a step counter was replaced or written to
-        if [p.data_ptr() for p in params] + [a.data_ptr() for a in arrays] != self.pointers:
-            return False
+        if [p.data_ptr() for p in params] + [a.data_ptr() for a in arrays] != self.pointers \
+                or list(map(_shape, params)) != self.shapes:
+            return False  # storage swapped (p.data = ..., share_memory_()) or resized in place
         try:
-            # DLPack capsules: torch's Tensor.__dlpack__ costs about 4 us a call, to_dlpack 0.5
-            self.core_plan.step(list(map(to_dlpack, grads)), hparams, self.groups[0][2])
+            self.core_plan.step(grads, hparams, self.groups[0][2])
         except (TypeError, ValueError, BufferError, RuntimeError):
             return False  # nothing was written; the general step says what is wrong
+        bump_versions(self.written)  # as an in-place op would: autograd sees the update
         self.counters += 1  # not through torch: the versions recorded stay those of our writes
         self.group_steps = [s + 1 for s in self.group_steps]
         return True
+
+
+_shape = operator.attrgetter("shape")
+
+
+class _CoreSteps:
+    """The CPU core's plan over the drop-in's tensors, taking the grads as DLPack capsules
+    (torch's Tensor.__dlpack__ costs about 4 us a call, to_dlpack 0.5)."""
+
+    def __init__(self, tensors: list, amsgrad: bool):
+        self.plan = _core.CpuPlan([t.param for t in tensors], [t.exp_avg for t in tensors],
+                                  [t.exp_avg_sq for t in tensors],
+                                  [t.max_exp_avg_sq for t in tensors] if amsgrad else [],
+                                  [t.hparams_index for t in tensors])
+
+    def step(self, grads, hparams, check_finite: bool) -> None:
+        self.plan.step(list(map(to_dlpack, grads)), hparams, check_finite)
 
 
 def _state_arrays(states: list, amsgrads: list) -> list:
