@@ -402,11 +402,7 @@ class _Plan:
         for (group, amsgrad, check_finite), step in zip(self.groups, self.group_steps):
             if group["amsgrad"] != amsgrad or group["check_finite"] != check_finite:
                 return False
-            lr = float(group["lr"])
-            beta1, beta2 = group["betas"]
-            max_lr = group["max_lr"]
-            hparams.append((lr, float(beta1), float(beta2), group["eps"], group["weight_decay"],
-                            lr if max_lr is None else max_lr, step + 1, _hparams.flags_of(group)))
+            hparams.append(_hparams.native_hparams(_plain(group), step + 1))
         states = [opt.state.get(p) for p in params]
         if not all(map(_is, states, self.states)):
             return False
