@@ -399,6 +399,7 @@ class _SteadyState:
         self.indices = range(len(states))
         self.arrays = arrays  # every state array, in order
         self.getters = getters  # per param: the state dict -> its state arrays
+        self.getter = getters[0] if len(set(getters)) == 1 else None  # the same for all
         self.steps = list(map(_get_step, states))
         self.numpy_params = numpy_params
         self.numpy_layouts = list(map(_numpy_layout, numpy_params))
@@ -451,19 +452,23 @@ class _SteadyState:
         groups = opt.param_groups
         if len(groups) != len(self.group_flags):
             return None
-        params = list(chain.from_iterable(g["params"] for g in groups))
+        params = groups[0]["params"] if len(groups) == 1 else \
+            list(chain.from_iterable(g["params"] for g in groups))
         if len(params) != len(self.params) or not all(map(operator.is_, params, self.params)):
             return None
-        if list(map(_numpy_layout, self.numpy_params)) != self.numpy_layouts:
-            return None  # reshaped, restrided, retyped or made read-only in place
+        if self.numpy_params and list(map(_numpy_layout, self.numpy_params)) != self.numpy_layouts:
+            return None  # reshaped or made read-only in place
         try:
             states = list(map(opt.state.__getitem__, self.indices))
             if not all(map(operator.is_, states, self.states)):
                 return None
-            arrays = list(chain.from_iterable(map(operator.call, self.getters, states)))
+            getter = self.getter
+            # each getter yields its fixed number of arrays (or raises KeyError): the counts match
+            arrays = chain.from_iterable(map(getter, states) if getter is not None
+                                         else map(operator.call, self.getters, states))
+            if not all(map(operator.is_, arrays, self.arrays)):
+                return None
         except (KeyError, TypeError):
-            return None
-        if len(arrays) != len(self.arrays) or not all(map(operator.is_, arrays, self.arrays)):
             return None
         if list(map(_get_step, states)) != self.steps:
             return None
@@ -478,7 +483,7 @@ class _SteadyState:
             s["step"] += 1
         self.steps = list(map(_get_step, states))
         self.group_steps = [step + 1 for step in self.group_steps]
-        return params
+        return list(params)
 
 
 _WITHOUT_MAX = operator.itemgetter("exp_avg", "exp_avg_sq")
