@@ -1,4 +1,5 @@
-"""Which arrays share memory: the check that keeps a step from writing one element twice.
+"""What an array's memory holds: which arrays share it, and views whose memory does not read as
+their values.
 
 An optimizer step writes every parameter and state array and reads every grad. If two written
 arrays share an element (``x[:]`` passed twice, overlapping ``as_strided`` views, a param that is
@@ -173,3 +174,39 @@ def _shared(first: tuple, second: tuple) -> ValueError:
         why = f"{reader} would be read after the update wrote {writer}"
     return ValueError(f"{first_name} and {second_name} share memory, so {why}; pass separate "
                       f"arrays (nothing was updated)")
+
+
+# ---- views whose memory does not hold their values -------------------------------------------
+# torch marks some views lazily: a tensor with is_neg() holds -x in memory for x, one with
+# is_conj() the conjugate. The kernels read raw memory, so such a grad is resolved to a plain
+# tensor first (a copy, read only), and such a param or state, which would be written raw, is
+# refused.
+
+def lazy_view_flag(x) -> str | None:
+    """'negative' or 'conjugate' for a torch tensor whose memory holds -x or conj(x), else None."""
+    if _arrays.library(x) != "torch":
+        return None
+    if x.is_neg():
+        return "negative"
+    if x.is_conj():
+        return "conjugate"
+    return None
+
+
+def readable(x):
+    """``x`` with its memory holding its values: lazily negated or conjugated torch views are
+    resolved (a copy); everything else is returned as it is."""
+    if lazy_view_flag(x) is None:
+        return x
+    return x.resolve_neg().resolve_conj()
+
+
+def check_plain_view(what: str, x) -> None:
+    """Refuses a lazily negated or conjugated torch tensor as an array the step writes."""
+    flag = lazy_view_flag(x)
+    if flag is not None:
+        raise ValueError(
+            f"{what} is a lazily {'negated' if flag == 'negative' else 'conjugated'} torch view "
+            f"(is_{'neg' if flag == 'negative' else 'conj'}() is True), whose memory does not "
+            f"hold its values; adamcore writes memory directly, so pass a resolved tensor "
+            f"(.resolve_{'neg' if flag == 'negative' else 'conj'}()) (nothing was updated)")

@@ -1,15 +1,15 @@
-"""Memory shared between arrays: _overlap's detection, and clipping of stride-0 grads."""
+"""Memory shared between arrays: _memory's detection, and clipping of stride-0 grads."""
 
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import as_strided
 
 import adamcore
-from adamcore import _overlap
+from adamcore import _memory
 
 
 def _check(written, read=()):
-    _overlap.check_disjoint([(f"param {i}", x) for i, x in enumerate(written)],
+    _memory.check_disjoint([(f"param {i}", x) for i, x in enumerate(written)],
                             [(f"grad {i}", x) for i, x in enumerate(read)])
 
 
@@ -28,13 +28,13 @@ def test_disjoint_views_pass():
     lambda b: (b[::3], b[::2]),                         # strided views meeting at 0, 6, ...
     lambda b: (as_strided(b, (4, 4), (8, 4)), b[30:]),  # as_strided rows that overlap
 ])
-def test_overlapping_written_arrays_are_refused(make):
+def test_memoryping_written_arrays_are_refused(make):
     a, b = make(np.zeros(40, np.float32))
     with pytest.raises(ValueError, match="share memory"):
         _check([a, b])
 
 
-def test_grad_overlapping_a_written_array_is_refused():
+def test_grad_memoryping_a_written_array_is_refused():
     buf = np.zeros(20, np.float32)
     with pytest.raises(ValueError, match="grad 0 would be read after the update wrote param 0"):
         _check([buf[1:]], [buf[:-1]])
@@ -49,13 +49,13 @@ def test_grad_overlapping_a_written_array_is_refused():
     ((1, 4), (0, 4), False),    # stride 0 along a dimension of length 1 is harmless
     ((3, 3), (-12, 4), False),  # a negative stride
 ])
-def test_overlaps_itself(shape, strides, overlaps):
+def test_memorys_itself(shape, strides, overlaps):
     buf = np.zeros(64, np.float32)
     view = as_strided(buf[32:], shape, strides)
-    assert _overlap.overlaps_itself(_overlap.layout(view)) is overlaps
+    assert _memory.overlaps_itself(_memory.layout(view)) is overlaps
 
 
-def test_self_overlapping_param_is_refused():
+def test_self_memoryping_param_is_refused():
     buf = np.zeros(8, np.float32)
     with pytest.raises(ValueError, match="param 0 has elements that share memory"):
         _check([as_strided(buf, (3, 4), (0, 4))])
@@ -63,7 +63,7 @@ def test_self_overlapping_param_is_refused():
 
 def test_byte_range_with_negative_strides():
     buf = np.zeros(10, np.float64)
-    lo, hi = _overlap.layout(buf[::-1]).byte_range()
+    lo, hi = _memory.layout(buf[::-1]).byte_range()
     assert (lo, hi) == (buf.ctypes.data, buf.ctypes.data + 80)
 
 
@@ -101,3 +101,20 @@ def test_torch_layouts():
     _check([base[0:6], base[6:12]])
     with pytest.raises(ValueError, match="has elements that share memory"):
         _check([torch.zeros(1).expand(4)])
+
+
+def test_lazy_torch_views():
+    torch = pytest.importorskip("torch")
+    z = torch.tensor([1 + 2j, 3 - 4j])
+    g = z.conj().imag  # is_neg(): memory holds 2, -4 for values -2, 4
+    assert g.is_neg()
+    assert _memory.lazy_view_flag(g) == "negative"
+    torch.testing.assert_close(_memory.readable(g), torch.tensor([-2.0, 4.0]))
+    assert not _memory.readable(g).is_neg()
+    plain = torch.ones(2)
+    assert _memory.readable(plain) is plain
+    with pytest.raises(ValueError, match=r"param 0 is a lazily negated torch view"):
+        _memory.check_plain_view("param 0", g)
+    with pytest.raises(ValueError, match=r"lazily conjugated"):
+        _memory.check_plain_view("param 1", z.conj())
+    _memory.check_plain_view("param 2", plain)
