@@ -118,3 +118,17 @@ def test_lazy_torch_views():
     with pytest.raises(ValueError, match=r"lazily conjugated"):
         _memory.check_plain_view("param 1", z.conj())
     _memory.check_plain_view("param 2", plain)
+
+
+def test_claims_are_exclusive_until_released():
+    a = frozenset({0x1000, 0x2000})
+    _memory.claim(a, "Adam.step()")
+    try:
+        with pytest.raises(RuntimeError, match="another optimizer is stepping a parameter"):
+            _memory.claim(frozenset({0x2000, 0x3000}), "AdamW.step()")
+        _memory.claim(frozenset({0x3000}), "AdamW.step()")  # disjoint: fine
+        _memory.release(frozenset({0x3000}))
+    finally:
+        _memory.release(a)
+    _memory.claim(frozenset({0x2000}), "AdamW.step()")
+    _memory.release(frozenset({0x2000}))

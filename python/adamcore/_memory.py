@@ -20,6 +20,7 @@ skipped: nothing writes them in place.
 from __future__ import annotations
 
 import math
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -210,3 +211,30 @@ def check_plain_view(what: str, x) -> None:
             f"(is_{'neg' if flag == 'negative' else 'conj'}() is True), whose memory does not "
             f"hold its values; adamcore writes memory directly, so pass a resolved tensor "
             f"(.resolve_{'neg' if flag == 'negative' else 'conj'}()) (nothing was updated)")
+
+
+# ---- steps of different optimizers writing the same memory at once ---------------------------
+# One optimizer refuses a second thread itself (its lock). Two optimizers that share a param and
+# step from two threads would each read the old value and one update would be lost; the cheap
+# part of that is caught here: the start addresses of the arrays a step writes are claimed for
+# the length of the step, and a step that finds one of them claimed raises instead of racing.
+
+_claimed: set[int] = set()
+_claimed_lock = threading.Lock()
+
+
+def claim(addresses: frozenset[int], who: str) -> None:
+    """Claims the start addresses of the arrays a step writes; RuntimeError if another step,
+    in another thread, holds one of them. Pair every claim with :func:`release`."""
+    with _claimed_lock:
+        if not _claimed.isdisjoint(addresses):
+            raise RuntimeError(
+                f"{who}: another optimizer is stepping a parameter of this one in another "
+                f"thread right now; two optimizers that share a parameter must not step at "
+                f"the same time (one update would be lost). Nothing was updated")
+        _claimed.update(addresses)
+
+
+def release(addresses: frozenset[int]) -> None:
+    with _claimed_lock:
+        _claimed.difference_update(addresses)
