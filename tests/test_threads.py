@@ -77,3 +77,14 @@ def test_setting(threads):
     with pytest.raises(TypeError):
         adamcore.set_num_threads(2.0)
     assert adamcore.get_num_threads() == 5
+
+
+def test_setting_range_and_integer_scalars(threads):
+    adamcore.set_num_threads(np.int64(3))  # a NumPy integer is an integer
+    assert adamcore.get_num_threads() == 3
+    for bad in (2**31, 2**16 + 1, -1):
+        with pytest.raises(ValueError, match=f"from 1 to 65536, got {bad}"):
+            adamcore.set_num_threads(bad)
+    with pytest.raises(TypeError, match="n must be an int"):
+        adamcore.set_num_threads(True)
+    assert adamcore.get_num_threads() == 3

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from . import _arrays, _core
+from . import _arrays, _core, _memory
 from ._arrays import FLOAT_DTYPES
 from ._dispatch import CPU, _exportable, backend_for
 
@@ -95,9 +95,27 @@ def _result_dtype(grads) -> str:
 
 
 def _clip(grads, ord_, max_norm, error_if_nonfinite):
+    _check_writable_layout(grads)
     if backend_for(grads[0]) is CPU:
         return _clip_native(grads, ord_, max_norm, error_if_nonfinite)
     return _clip_reference(grads, ord_, max_norm, error_if_nonfinite)
+
+
+def _check_writable_layout(grads) -> None:
+    """Grads that address one memory element from several indices (``broadcast_to``, torch's
+    ``expand`` and ``autograd.grad`` of a sum give stride 0) are scaled through
+    _memory.unique_view, which writes each element once; other self-overlapping layouts
+    cannot be scaled element by element and are refused before anything is scaled."""
+    for i, g in enumerate(grads):
+        lay = _memory.layout(g)
+        if lay is None or not _arrays.is_writeable(g):
+            continue
+        unique = _memory.layout(_memory.unique_view(g))
+        if _memory.overlaps_itself(unique):
+            raise ValueError(f"grad {i} has elements that share memory (strides "
+                             f"{tuple(s // lay.itemsize for s in lay.strides)} in elements), so "
+                             f"scaling it would scale them more than once; pass a contiguous "
+                             f"copy (nothing was scaled)")
 
 
 def _nonfinite(total) -> FloatingPointError:
@@ -113,7 +131,7 @@ def _clip_native(grads, ord_, max_norm, error_if_nonfinite):
         raise _nonfinite(total)
     coef = max_norm / (total + _EPS)
     if not coef >= 1.0:  # also NaN, as torch: a NaN norm scales every grad to NaN
-        _core.scale(arrays, coef)
+        _core.scale([_memory.unique_view(a) for a in arrays], coef)
     xp = _arrays.namespace(grads[0])
     dtype = getattr(xp, _result_dtype(grads))
     return grads, xp.asarray(total, dtype=dtype, device=_arrays.device(grads[0]))
@@ -157,6 +175,8 @@ def _clip_reference(grads, ord_, max_norm, error_if_nonfinite):
     coef = xp.minimum(coef, xp.ones_like(coef))  # NaN stays NaN, as in torch
     out = []
     for g, original in zip(grads, originals):
+        if _arrays.is_writeable(g):
+            g = _memory.unique_view(g)  # a stride-0 grad: scale its memory once
         scaled = xp.astype(xp.astype(g, xp.float64 if g.dtype == xp.float64 else xp.float32)
                            * xp.astype(coef, xp.float64 if g.dtype == xp.float64
                                        else xp.float32), g.dtype)

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import operator
 import platform
 
 from . import _core
 
 
+MAX_THREADS = 1 << 16  # far above any machine's cores; beyond it OpenMP cannot start a team
+
+
 def set_num_threads(n: int) -> None:
-    """Sets the threads of the CPU core (default: OMP_NUM_THREADS, else all cores)."""
-    if isinstance(n, bool) or not isinstance(n, int):
+    """Sets the threads of the CPU core (default: OMP_NUM_THREADS, else all cores).
+
+    ``n`` is an integer (a NumPy or torch integer scalar too) from 1 to 65536.
+    """
+    if isinstance(n, bool):
         raise TypeError(f"n must be an int, got {n!r}")
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"n must be an int, got {n!r}") from None
+    if not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"the number of threads must be from 1 to {MAX_THREADS}, got {n}")
     _core.set_num_threads(n)
 
 
