@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import importlib
 
-from . import _arrays, _hparams
+from . import _arrays, _engine, _hparams
 from ._dispatch import Backend, StepTensor, _exportable, bump_versions, written_tensors
 
 
@@ -195,8 +195,7 @@ class _Plan:
             if check_finite:
                 bad = self.backend.first_nonfinite(list(grads))
                 if bad >= 0:
-                    raise FloatingPointError(f"grad {bad} holds inf or NaN (check_finite is on); "
-                                             "nothing was updated")
+                    raise FloatingPointError(_engine.nonfinite_message(bad))
             self.backend.run([t._replace(grad=g) for t, g in zip(self.tensors, grads)],
                              [_hparams.StepHParams(*h) for h in hparams])
             return

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from . import _hparams, _validation
-from ._dispatch import StepTensor, backend_for
+from . import _engine, _hparams, _scalars, _validation
 
 
 def adam_step(
@@ -46,17 +45,12 @@ def adam_step(
         "maximize": maximize,
     }
     _hparams.check_group(group)
-    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-        raise ValueError(f"step must be an int >= 1 (the index of this update), got {step!r}")
+    step = _scalars.step_index("step", step)
     _validation.check_param(0, param)
     _validation.check_grad(0, param, grad)
-    _validation.check_state(0, param, exp_avg, "exp_avg")
-    _validation.check_state(0, param, exp_avg_sq, "exp_avg_sq")
-    if amsgrad:
-        _validation.check_state(0, param, max_exp_avg_sq, "max_exp_avg_sq")
-    hp = _hparams.step_hparams(group, step)
-    tensor = StepTensor(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None, 0)
-    results = backend_for(param).run([tensor], [hp])
-    if results is not None:
-        return results[0]
+    work = _engine.Work(0, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None,
+                        group, step)
+    (new,) = _engine.general_step([work])
+    if new is not None:
+        return new
     return param, exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad else None

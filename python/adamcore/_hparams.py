@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from . import _scalars
+
 # The flags of adamcore.h (ADAMCORE_*), for the native backends.
 DECOUPLED_WEIGHT_DECAY = 0x1
 DECOUPLE_LR = 0x2
@@ -31,8 +33,8 @@ class StepHParams(NamedTuple):
 
 def _finite_nonnegative(name: str, value) -> float:
     try:
-        x = float(value)
-    except (TypeError, ValueError):
+        x = _scalars.real(name, value)  # Python, NumPy and torch numbers; never a string
+    except ValueError:
         raise ValueError(f"{name} must be a number, got {value!r}") from None
     if not (math.isfinite(x) and x >= 0.0):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -49,7 +51,11 @@ def check_group(group: dict) -> None:
     except (TypeError, ValueError):
         raise ValueError(f"betas must be a pair (beta1, beta2), got {group['betas']!r}") from None
     for i, beta in enumerate((beta1, beta2)):
-        if not (isinstance(beta, (int, float)) and 0.0 <= beta < 1.0):
+        try:
+            ok = 0.0 <= _scalars.real(f"betas[{i}]", beta) < 1.0
+        except ValueError:
+            ok = False
+        if not ok:
             raise ValueError(f"betas[{i}] must be in [0, 1), got {beta!r}")
     _finite_nonnegative("eps", group["eps"])
     _finite_nonnegative("weight_decay", group["weight_decay"])
@@ -59,7 +65,11 @@ def check_group(group: dict) -> None:
             if callable(lr):
                 raise ValueError("decouple_lr with an lr schedule needs max_lr (the peak lr)")
             max_lr = lr
-        if not (isinstance(max_lr, (int, float)) and math.isfinite(max_lr) and max_lr > 0):
+        try:
+            ok = 0.0 < _scalars.real("max_lr", max_lr) < math.inf
+        except ValueError:
+            ok = False
+        if not ok:
             raise ValueError(f"max_lr must be a finite number > 0, got {max_lr!r}")
 
 
@@ -78,7 +88,12 @@ def flags_of(group: dict) -> int:
 
 def lr_at(lr, count: int) -> float:
     """The learning rate after ``count`` steps: lr itself, or lr(count) for a schedule (optax)."""
-    value = float(lr(count) if callable(lr) else lr)
+    value = lr(count) if callable(lr) else lr
+    try:
+        value = _scalars.real("lr", value)
+    except ValueError:
+        raise ValueError(f"the lr schedule gave {value!r} at count {count}; lr must be a "
+                         f"finite number >= 0") from None
     if not (0.0 <= value < math.inf):
         raise ValueError(f"the lr schedule gave {value!r} at count {count}; lr must be finite and >= 0")
     return value
@@ -91,6 +106,7 @@ def step_hparams(group: dict, step: int) -> StepHParams:
     (group edits take effect, and are checked, at the next step) and leaves the message to
     check_group.
     """
+    check_group(group)  # an edited group (eps=None, lr="0.1", ...) is refused by name
     lr = group["lr"]
     scheduled = callable(lr)
     lr = lr_at(lr, step - 1) if scheduled else float(lr)

@@ -149,8 +149,10 @@ def check_disjoint(written: list[tuple[str, object]], read: list[tuple[str, obje
             continue
         is_written = k < len(written)
         if is_written and not _dense(x) and overlaps_itself(lay):
+            zero = any(st == 0 and n > 1 for n, st in zip(lay.shape, lay.strides))
             raise ValueError(
-                f"{name} has elements that share memory (shape {lay.shape}, strides "
+                f"{name} has {'a zero stride, so ' if zero else ''}elements that share memory "
+                f"(shape {lay.shape}, strides "
                 f"{tuple(s // lay.itemsize for s in lay.strides)} in elements), so an update "
                 f"would write them more than once; pass a contiguous array (nothing was updated)")
         lo, hi = (lay.ptr, lay.ptr + lay.size * lay.itemsize) if _dense(x) else lay.byte_range()

@@ -6,7 +6,7 @@ import operator
 import threading
 from itertools import chain
 
-from . import _arrays, _hparams, _validation
+from . import _arrays, _engine, _hparams, _scalars, _validation
 from ._dispatch import StepTensor, backend_for
 
 
@@ -155,44 +155,26 @@ class Adam:
         count = sum(len(g["params"]) for g in self.param_groups)
         if len(grads) != count:
             raise ValueError(f"got {len(grads)} grads for {count} params")
-
-        hparams: list[_hparams.StepHParams] = []
-        hparams_at: dict[tuple[int, int], int] = {}
-        by_backend: dict[object, list[tuple[int, StepTensor]]] = {}
+        work: list[_engine.Work] = []
         fresh: dict[int, dict] = {}  # state made for this step, kept only if the step succeeds
-        check_finite: list[int] = []
         i = 0
         for group in self.param_groups:
             amsgrad = group["amsgrad"]
             for p in group["params"]:
                 g = grads[i]
                 _validation.check_writeable(i, p)
-                _validation.check_grad(i, p, g)
-                backend = backend_for(p)
+                _validation.check_grad(i, p, g)  # before state is made for it
                 state = self.state.get(i)
                 if state is None or (amsgrad and "max_exp_avg_sq" not in state):
-                    state = fresh[i] = self._new_state(backend, p, amsgrad, state)
-                step = state["step"] + 1
-                key = (id(group), step)
-                k = hparams_at.get(key)
-                if k is None:
-                    k = hparams_at[key] = len(hparams)
-                    hparams.append(_hparams.step_hparams(group, step))
-                tensor = StepTensor(p, g, state["exp_avg"], state["exp_avg_sq"],
-                                    state.get("max_exp_avg_sq") if amsgrad else None, k)
-                by_backend.setdefault(backend, []).append((i, tensor))
-                if group["check_finite"]:
-                    check_finite.append(i)
+                    state = fresh[i] = self._new_state(backend_for(p), p, amsgrad, state)
+                work.append(_engine.Work(i, p, g, state["exp_avg"], state["exp_avg_sq"],
+                                         state.get("max_exp_avg_sq") if amsgrad else None,
+                                         group, state["step"] + 1))
                 i += 1
 
-        if check_finite:
-            self._check_finite(grads, check_finite)
-
-        for backend, items in by_backend.items():
-            results = backend.run([t for _, t in items], hparams)
-            if results is not None:
-                self._replace(items, results, fresh)
-
+        results = _engine.general_step(work)
+        if any(r is not None for r in results):
+            self._replace(work, results, fresh)
         self.state.update(fresh)
         for i in range(count):
             self.state[i]["step"] += 1
@@ -207,28 +189,16 @@ class Adam:
             state["max_exp_avg_sq"] = backend.zeros(p, dtype)
         return state
 
-    @staticmethod
-    def _check_finite(grads, indices: list[int]) -> None:
-        by_backend: dict[object, list[int]] = {}
-        for i in indices:
-            by_backend.setdefault(backend_for(grads[i]), []).append(i)
-        bad = []
-        for backend, idx in by_backend.items():
-            k = backend.first_nonfinite([grads[i] for i in idx])
-            if k >= 0:
-                bad.append(idx[k])
-        if bad:
-            raise FloatingPointError(
-                f"grad {min(bad)} holds inf or NaN (check_finite is on); nothing was updated"
-            )
-
-    def _replace(self, items, results, fresh) -> None:
+    def _replace(self, work, results, fresh) -> None:
         """Tracks the new arrays of an immutable library (JAX) in the groups and the state."""
         where = [(g, j) for g in self.param_groups for j in range(len(g["params"]))]
-        for (i, _), (p, m, v, vmax) in zip(items, results):
-            group, j = where[i]
+        for w, new in zip(work, results):
+            if new is None:
+                continue
+            p, m, v, vmax = new
+            group, j = where[w.index]
             group["params"][j] = p
-            state = fresh.get(i) or self.state[i]
+            state = fresh.get(w.index) or self.state[w.index]
             state["exp_avg"], state["exp_avg_sq"] = m, v
             if vmax is not None:
                 state["max_exp_avg_sq"] = vmax
@@ -355,17 +325,16 @@ def _load_param_state(i: int, p, saved: dict, group: dict) -> dict:
     param_dtype = _arrays.dtype_name(p.dtype)
     want = _arrays.state_dtype_name(param_dtype)
     keys = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
-    try:
-        step = int(float(saved["step"]))
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(f"the state of param {i} has no usable 'step'") from None
-    if step < 0:
-        raise ValueError(f"the state of param {i} has step {step} < 0")
-    state = {"step": step}
+    if not isinstance(saved, dict) or "step" not in saved:
+        raise ValueError(f"the state of param {i} has no 'step'")
+    # an exact integer (torch saves a float32 tensor): never truncated, never rounded
+    state = {"step": _scalars.step_count(f"the step of param {i}", saved["step"])}
     for key in keys:
         if key not in saved:
             raise ValueError(f"the state of param {i} has no '{key}'")
         value = saved[key]
+        if not _arrays.is_array(value):
+            raise ValueError(f"{key} of param {i} is a {type(value).__name__}, not an array")
         if tuple(value.shape) != tuple(p.shape):
             raise ValueError(f"{key} of param {i} has shape {tuple(value.shape)} "
                              f"but the param has shape {tuple(p.shape)}")
@@ -477,8 +446,13 @@ class _SteadyState:
             if (group["amsgrad"], bool(group["check_finite"])) != flags:
                 return None
             hparams.append(_hparams.native_hparams(group, step + 1))
-        if self.plan.step(grads, hparams, self.check_finite) is False:
-            return None  # the plan refused before writing; the general step says why
+        try:
+            if self.plan.step(grads, hparams, self.check_finite) is False:
+                return None
+        except (TypeError, ValueError):
+            # the plan refused before writing (an edited group, a grad of another kind): the
+            # general step says precisely what is wrong
+            return None
         for s in states:
             s["step"] += 1
         self.steps = list(map(_get_step, states))

@@ -65,7 +65,10 @@ def step_count(what: str, value) -> int:
 
 def step_index(what: str, value) -> int:
     """The 1-based index of an update: an integer from 1 to 2**63 - 1."""
-    n = integer(what, value)
+    try:
+        n = integer(what, value)
+    except ValueError:
+        n = 0  # refused below with the message of this argument
     if not 1 <= n <= INT64_MAX:
         raise ValueError(f"{what} must be an int >= 1 (the index of this update) and at most "
                          f"{INT64_MAX}, got {value!r}")

@@ -24,7 +24,7 @@ import torch
 from torch.optim import Optimizer
 from torch.utils.dlpack import to_dlpack
 
-from . import _core, _hparams, _validation
+from . import _core, _engine, _hparams, _validation
 from ._dispatch import CPU, StepTensor, backend_for, bump_versions
 from ._optimizer import _load_param_state
 
@@ -81,8 +81,7 @@ class Adam(Optimizer):
         if callable(lr):
             raise TypeError("lr must be a float or a tensor; drive it with a "
                             "torch.optim.lr_scheduler (LambdaLR takes any function)")
-        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
-            raise ValueError("a tensor lr must hold one element")
+        _check_as_torch(lr, betas, eps, weight_decay, foreach, fused)
         if decouple_lr and max_lr is None:
             max_lr = float(lr)  # the peak: schedulers only lower lr from its initial value
         defaults = dict(
@@ -158,12 +157,9 @@ class Adam(Optimizer):
 
     def _general_step(self) -> None:
         """Any mix of devices, first steps, changed groups: validates everything, then writes."""
-        hparams: list[_hparams.StepHParams] = []
-        hparams_at: dict[tuple[int, int], int] = {}
-        by_backend: dict[object, list[StepTensor]] = {}
+        work: list[_engine.Work] = []
         fresh: dict[torch.Tensor, dict] = {}  # state made now, kept only if the step succeeds
         stepped: list[dict] = []
-        finite_checks: list[torch.Tensor] = []
         i = -1
         for group in self.param_groups:
             amsgrad = group["amsgrad"]
@@ -175,31 +171,21 @@ class Adam(Optimizer):
                     continue
                 if g.is_sparse:
                     raise RuntimeError("Adam does not support sparse gradients")
+                if group.get("fused"):
+                    _check_fused_device(p)
                 _validation.check_param(i, p)
-                _validation.check_grad(i, p, g)
+                _validation.check_grad(i, p, g)  # before state is made for it
                 state = self.state.get(p)
                 if not state:
                     state = fresh[p] = _new_state(p, amsgrad)
                 elif amsgrad and "max_exp_avg_sq" not in state:
                     state = fresh[p] = {**state, "max_exp_avg_sq": _zeros(p)}
-                for key in _STATE_KEYS[:3 if amsgrad else 2]:
-                    _validation.check_state(i, p, state.get(key), key)
-                step = int(state["step"]) + 1
-                k = hparams_at.get((id(group), step))
-                if k is None:
-                    plain = plain or _plain(group)
-                    k = hparams_at[(id(group), step)] = len(hparams)
-                    hparams.append(_hparams.step_hparams(plain, step))
-                tensor = StepTensor(p.detach(), g.detach(), state["exp_avg"], state["exp_avg_sq"],
-                                    state["max_exp_avg_sq"] if amsgrad else None, k)
-                by_backend.setdefault(backend_for(p), []).append(tensor)
+                plain = plain or _plain(group)
+                work.append(_engine.Work(i, p, g, state.get("exp_avg"), state.get("exp_avg_sq"),
+                                         state.get("max_exp_avg_sq") if amsgrad else None,
+                                         plain, int(state["step"]) + 1))
                 stepped.append(state)
-                if group["check_finite"]:
-                    finite_checks.append(g.detach())
-        if finite_checks:
-            _check_finite(finite_checks)
-        for backend, tensors in by_backend.items():
-            backend.run(tensors, hparams)  # torch tensors are mutable: always in place
+        _engine.general_step(work)  # torch tensors are mutable: always in place
         for p, state in fresh.items():
             self.state[p] = state
         torch._foreach_add_([s["step"] for s in stepped], 1.0)
@@ -289,6 +275,57 @@ class AdamW(Adam):
 
 
 # -------------------------------------------------------------------------------------------
+def _check_as_torch(lr, betas, eps, weight_decay, foreach, fused) -> None:
+    """torch.optim.Adam's constructor checks, with its exception types and messages (its own
+    tests match them), before adamcore's own. One difference, on purpose: a tensor lr or
+    tensor betas with ``foreach=True`` are accepted, since adamcore has no foreach path to
+    refuse them (every step is one fused call; see docs/python-api.md)."""
+    if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+        raise ValueError("Tensor lr must be 1-element")
+    checks = ((lr, "Invalid learning rate", "lr"), (eps, "Invalid epsilon value", "eps"),
+              (weight_decay, "Invalid weight_decay value", "weight_decay"))
+    for value, message, name in checks:
+        try:
+            ok = 0.0 <= value
+        except TypeError:
+            continue  # not a number: adamcore's check_group says so
+        if not ok:
+            raise ValueError(f"{message}: {value} ({name} must be a finite number >= 0)")
+    try:
+        beta1, beta2 = betas
+    except (TypeError, ValueError):
+        return  # check_group raises the clear message
+    for k, beta in enumerate((beta1, beta2)):
+        try:
+            ok = 0.0 <= beta < 1.0
+        except TypeError:
+            continue
+        if not ok:
+            raise ValueError(f"Invalid beta parameter at index {k}: {beta} (betas[{k}] must be "
+                             f"in [0, 1))")
+    tensors = [isinstance(b, torch.Tensor) for b in (beta1, beta2)]
+    if tensors[0] != tensors[1]:
+        raise ValueError("betas must be either both floats or both Tensors")
+    for k, beta in enumerate((beta1, beta2)):
+        if isinstance(beta, torch.Tensor) and beta.numel() != 1:
+            raise ValueError(f"Tensor betas[{k}] must be 1-element")
+    if fused and foreach:
+        raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
+
+
+def _check_fused_device(p: torch.Tensor) -> None:
+    """With ``fused=True`` torch.optim refuses, at the step, params of devices its fused kernels
+    lack (meta, ...); the drop-in refuses them with torch's message."""
+    if not (p.device.type in _FUSED_DEVICES and torch.is_floating_point(p)):
+        raise RuntimeError("`fused=True` requires all the params to be floating point Tensors "
+                           f"of supported devices: {_FUSED_DEVICES} but {p.dtype} and "
+                           f"{p.device.type}")
+
+
+_FUSED_DEVICES = ["mps", "cuda", "xpu", "hpu", "cpu", "mtia",
+                  torch._C._get_privateuse1_backend_name()]
+
+
 def _plain(group: dict) -> dict:
     """A group with float hyperparameters (torch allows tensors for lr and betas)."""
     beta1, beta2 = group["betas"]
@@ -306,16 +343,6 @@ def _new_state(p: torch.Tensor, amsgrad: bool) -> dict:
     if amsgrad:
         state["max_exp_avg_sq"] = _zeros(p)
     return state
-
-
-def _check_finite(grads: list) -> None:
-    by_backend: dict[object, list[torch.Tensor]] = {}
-    for g in grads:
-        by_backend.setdefault(backend_for(g), []).append(g)
-    for backend, arrays in by_backend.items():
-        if backend.first_nonfinite(arrays) >= 0:
-            raise FloatingPointError("a grad holds inf or NaN (check_finite is on); "
-                                     "nothing was updated")
 
 
 _is = operator.is_

@@ -1,0 +1,124 @@
+"""The step engine: the one path from every front end to every backend.
+
+    front end          adamcore.Adam/AdamW (_optimizer.py), adamcore.torch.Adam/AdamW (torch.py),
+                       adamcore.adam_step (_functional.py): each keeps its state its own way and
+                       hands the engine one Work item per parameter to update
+    general_step       validate everything -> hyperparameters -> finite check -> group by
+                       backend -> run; nothing is written until every check has passed
+    backends           _dispatch.backend_for: the C++ CPU core, the CUDA backend, the Array-API
+                       reference path (and later ones registered there)
+
+Repeated steps over unchanged params skip this through each front end's steady plan, which hands
+the arrays to a backend's native plan (``Backend.make_plan``) once and re-checks before each step
+that what it holds has not changed; whenever it has, the front end comes back here.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from . import _hparams, _memory, _validation
+from ._dispatch import StepTensor, backend_for
+
+
+_STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+class Work(NamedTuple):
+    """One parameter of a step: the arrays, its param group and the index of this update."""
+
+    index: int  # the param's position among all groups' params: errors name it
+    param: object
+    grad: object
+    exp_avg: object
+    exp_avg_sq: object
+    max_exp_avg_sq: object  # None without amsgrad
+    group: dict  # hyperparameters as plain numbers (a schedule may stand for lr)
+    step: int  # the 1-based index of this update
+
+
+def validate(work: list[Work]) -> None:
+    """Every check of a step, for every parameter, before any backend writes (docs/errors.md):
+    layouts, libraries, devices, shapes and dtypes of params, grads and states, and memory
+    shared between arrays the step writes, or between them and the grads."""
+    written, read = [], []
+    for w in work:
+        i, p = w.index, w.param
+        _validation.check_param(i, p)
+        _validation.check_grad(i, p, w.grad)
+        _memory.check_plain_view(f"param {i}", p)
+        written.append((f"param {i}", p))
+        for key in _STATE_KEYS[:3 if w.group["amsgrad"] else 2]:
+            x = getattr(w, key)
+            _validation.check_state(i, p, x, key)  # a missing one raises too
+            _memory.check_plain_view(f"{key} {i}", x)
+            written.append((f"{key} {i}", x))
+        read.append((f"grad {i}", w.grad))
+    _memory.check_disjoint(written, read)
+
+
+def general_step(work: list[Work]) -> list[tuple | None]:
+    """Validates and runs one step over any mix of libraries and devices.
+
+    Returns, per Work item, None where its arrays were updated in place, or the new
+    ``(param, exp_avg, exp_avg_sq, max_exp_avg_sq)`` of an immutable library (JAX).
+    On error nothing has been written.
+    """
+    validate(work)
+    hparams: list[_hparams.StepHParams] = []
+    hparams_at: dict[tuple[int, int], int] = {}
+    by_backend: dict[object, list[int]] = {}
+    tensors: list[StepTensor] = []
+    finite: list[int] = []
+    for k, w in enumerate(work):
+        key = (id(w.group), w.step)
+        h = hparams_at.get(key)
+        if h is None:
+            h = hparams_at[key] = len(hparams)
+            hparams.append(_hparams.step_hparams(w.group, w.step))
+        grad = _memory.readable(w.grad)  # a lazily negated torch view, resolved
+        tensors.append(StepTensor(_detached(w.param), _detached(grad), w.exp_avg, w.exp_avg_sq,
+                                  w.max_exp_avg_sq, h))
+        by_backend.setdefault(backend_for(w.param), []).append(k)
+        if w.group.get("check_finite"):
+            finite.append(k)
+    if finite:
+        check_finite([work[k].index for k in finite], [tensors[k].grad for k in finite])
+
+    layouts = [_memory.layout(t.param) for t in tensors]
+    claimed = frozenset(lay.ptr for lay in layouts if lay is not None)
+    _memory.claim(claimed, "step()")
+    try:
+        results: list[tuple | None] = [None] * len(work)
+        for backend, ks in by_backend.items():
+            out = backend.run([tensors[k] for k in ks], hparams)
+            if out is not None:
+                for k, new in zip(ks, out):
+                    results[k] = new
+    finally:
+        _memory.release(claimed)
+    return results
+
+
+def check_finite(indices: list[int], grads: list) -> None:
+    """FloatingPointError naming the first param index whose grad holds inf or NaN."""
+    by_backend: dict[object, list[int]] = {}
+    for k, g in enumerate(grads):
+        by_backend.setdefault(backend_for(g), []).append(k)
+    bad = []
+    for backend, ks in by_backend.items():
+        first = backend.first_nonfinite([grads[k] for k in ks])
+        if first >= 0:
+            bad.append(indices[ks[first]])
+    if bad:
+        raise FloatingPointError(nonfinite_message(min(bad)))
+
+
+def nonfinite_message(index: int) -> str:
+    return f"grad {index} holds inf or NaN (check_finite is on); nothing was updated"
+
+
+def _detached(x):
+    """torch tensors that require grad are written through a view outside autograd (the same
+    storage); every other array as it is."""
+    return x.detach() if getattr(x, "requires_grad", False) and hasattr(x, "detach") else x
