@@ -1,4 +1,4 @@
-# cuda.cmake: the optional CUDA backend (SPEC §1, issue 3), included from CMakeLists.txt after the
+# cuda.cmake: the optional CUDA backend (docs/architecture.md), read from CMakeLists.txt after the
 # libadamcore target exists.
 #
 #   ADAMCORE_CUDA=AUTO  build it when CMake finds a CUDA compiler (the default)

@@ -6,7 +6,7 @@ import pytest
 import adamcore
 import array_libs
 
-# The flag combinations of SPEC §2 that every value test runs through (optax-style config table).
+# The flag combinations of docs/update.md that every value test runs (optax-style config table).
 CONFIGS = {
     "adam": dict(),
     "adam-l2": dict(weight_decay=0.1),

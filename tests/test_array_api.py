@@ -1,4 +1,4 @@
-"""SPEC §3 on every array library (the ``xp`` fixture): values, zero-copy or new arrays, state in
+"""docs/python-api.md for each library (``xp``): values, zero-copy or new arrays, state in
 the parameter's library, bad input, and state dicts within and across libraries."""
 
 import copy
@@ -207,7 +207,7 @@ def _available(lib):
     return True
 
 
-# ---- SPEC §4 on every library ---------------------------------------------------------------
+# ---- docs/errors.md on every library -----------------------------------------------------------
 def _other_library_array(xp, values):
     if library_name(xp) != "numpy":
         return np.asarray(values, np.float32)

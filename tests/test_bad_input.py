@@ -1,4 +1,4 @@
-"""SPEC §4: a clear error naming what is wrong, and nothing changed.
+"""docs/errors.md: a clear error naming what is wrong, and nothing changed.
 
 Each failing step is checked against a snapshot of every parameter, state array and step
 counter. The bad tensor comes last, so an implementation that writes before it checks fails.

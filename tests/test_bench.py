@@ -21,7 +21,7 @@ def result():
 
 
 def test_step_bytes_count_each_buffer():
-    assert cases.step_bytes("float32", "float32", "float32") == 28  # SPEC §5
+    assert cases.step_bytes("float32", "float32", "float32") == 28  # docs/performance.md
     assert cases.step_bytes("bfloat16", "bfloat16", "float32") == 22
     assert cases.step_bytes("float16", "float32", "float32") == 24
     assert cases.step_bytes("bfloat16", "bfloat16", "bfloat16") == 14  # torch's 16-bit state

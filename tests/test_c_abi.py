@@ -1,4 +1,4 @@
-"""The C ABI (adamcore.h, SPEC §6) through ctypes on the installed libadamcore.
+"""The C ABI (adamcore.h, docs/c-abi.md) through ctypes on the installed libadamcore.
 
 Every CPU entry point is checked bit for bit against adamcore.adam_step (the same kernels behind
 the Python API) and against the float64 textbook; every bad argument against its return code and

@@ -1,4 +1,4 @@
-"""examples/c built with CMake against the installed package (SPEC §6) and run: their numbers must
+"""examples/c built with CMake against the package (docs/c-abi.md) and run: their numbers must
 equal the Python API's on the same problem, bit for bit (the same kernels run). Also the header
 on its own, and a plain CMake build and install of the repository (no Python).
 

@@ -1,4 +1,4 @@
-"""SPEC §2 written out literally in float64 NumPy: the oracle the kernels are checked against.
+"""docs/update.md written out literally in float64 NumPy: the oracle the kernels are checked by.
 
 Independent of adamcore's own code on purpose (adamcore._reference is checked against it too).
 """

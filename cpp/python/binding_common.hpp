@@ -73,7 +73,7 @@ inline void check_plan_counts(size_t params, size_t exp_avgs, size_t exp_avg_sqs
     if (hparams_index != 0) check_count(hparams_index, params, "hparams indices");
 }
 
-// The core's errors as the Python exceptions SPEC §4 names: ValueError for a bad value,
+// The core's errors as the Python exceptions docs/errors.md names: ValueError for a bad value,
 // TypeError for a dtype, FloatingPointError for a non-finite grad; RuntimeError for the rest
 // (CUDA errors, an unavailable backend, internal errors), with the core's message.
 inline void register_error_translator() {

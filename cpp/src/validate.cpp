@@ -1,4 +1,4 @@
-// validate.cpp: every check the core makes before it writes (SPEC §4), shared by all backends.
+// validate.cpp: every check the core makes before it writes (docs/errors.md), for all backends.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>

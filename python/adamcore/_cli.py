@@ -1,4 +1,4 @@
-"""python -m adamcore: `info` (what this install can do) and `bench` (SPEC §5's table).
+"""python -m adamcore: `info` (what this install can do) and `bench` (docs/performance.md).
 
 For C and C++ builds against the C ABI: --include-dir, --cmake-dir and --library print where the
 header, the CMake package and libadamcore are.

@@ -1,4 +1,4 @@
-"""adamcore.Adam and adamcore.AdamW: the optimizer classes of SPEC §3."""
+"""adamcore.Adam and adamcore.AdamW: the optimizer classes (docs/python-api.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Where the wheel keeps adamcore's C ABI: header, shared library and CMake package (SPEC §6).
+"""Where the wheel keeps adamcore's C ABI: header, shared library and CMake package (docs/c-abi.md).
 
 As nanobind and pybind11 do, so that a C or C++ build can find them::
 

@@ -1,4 +1,4 @@
-"""The checks of SPEC §4 on arrays, run for every tensor of a step before any backend writes.
+"""The checks on arrays (docs/errors.md), run for every tensor of a step before any backend writes.
 
 The native cores check shapes and dtypes again (the C ABI needs that), with the same messages;
 running them here too keeps a step that spans several backends all-or-nothing.

@@ -71,7 +71,7 @@ DType state_dtype_for(DType param);
 // from data to the lowest element. The CPU and CUDA steps take such tensors as one flat run.
 bool dense_layout(const ArrayRef* const* arrays, size_t used, int64_t* low);
 
-// Every check of SPEC §4 that the core can make (shapes, dtypes, sizes, overlap, hparams), for
+// Every check (docs/errors.md) the core can make (shapes, dtypes, sizes, overlap, hparams), for
 // all tensors, before anything is written. Throws Error; the CPU and CUDA steps call it first.
 void validate_step(const TensorRef* tensors, size_t count, const adamcore_hparams* hparams,
                    size_t hparams_count);

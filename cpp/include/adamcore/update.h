@@ -107,7 +107,7 @@ ADAMCORE_HD T nan_max(T a, T b) {
     return (a != a || a > b) ? a : b;
 }
 
-// One element of SPEC §2. p, m, v (and vmax with AMSGRAD) are read and written; g is read.
+// One element of docs/update.md. p, m, v (and vmax with AMSGRAD) are read and written; g is read.
 template <bool L2, bool AMSGRAD, class T>
 ADAMCORE_HD void adam_update(T& p, T g, T& m, T& v, T& vmax, const Coeffs<T>& c) {
     g = g * c.grad_sign;

@@ -1,4 +1,4 @@
-"""`python -m adamcore bench`: adamcore against its peers and the memory roofline (SPEC §5).
+"""`python -m adamcore bench`: adamcore against its peers and the roofline (docs/performance.md).
 
 cases   the workloads (sizes, tensor counts, dtypes, threads) and the bytes a step must move
 peers   the implementations: roofline probe and copy, adamcore, NumPy, torch, DeepSpeed, ...

@@ -1,4 +1,4 @@
-"""The workloads of `python -m adamcore bench`: sizes, tensor counts, dtypes and threads (SPEC §5).
+"""The workloads of `python -m adamcore bench` (docs/performance.md): sizes, counts, dtypes, threads
 
 A case is one shape of one Adam step. Every implementation of a case gets the same parameters and
 gradients (shared arrays, so a 64M case fits in memory with a dozen implementations) and keeps its
@@ -17,7 +17,7 @@ SHORT = {"float16": "f16", "bfloat16": "bf16", "float32": "fp32", "float64": "fp
 
 def step_bytes(param: str, grad: str, state: str, state_buffers: int = 2) -> int:
     """Bytes one element of a step must move: p, g and each state buffer read; p and the state
-    buffers written. fp32 Adam: 4 + 4 + 8 read, 4 + 8 written = 28 (SPEC §5)."""
+    buffers written. fp32 Adam: 4 + 4 + 8 read, 4 + 8 written = 28 (docs/performance.md)."""
     p, g, s = ITEMSIZE[param], ITEMSIZE[grad], ITEMSIZE[state]
     return 2 * p + g + 2 * state_buffers * s
 
@@ -40,7 +40,7 @@ class Case:
 
     @property
     def state_dtype(self) -> str:
-        """adamcore's state dtype: float32 for 16-bit params (SPEC §2)."""
+        """adamcore's state dtype: float32 for 16-bit params (docs/update.md)."""
         return "float32" if ITEMSIZE[self.dtype] == 2 else self.dtype
 
     @property
@@ -71,9 +71,9 @@ def _split(total: int, count: int) -> tuple[int, ...]:
 
 
 def default_cases(device: str, quick: bool, cores: int) -> list[Case]:
-    """The cases of SPEC §5 for one device. --quick: small sizes, under a minute in all."""
+    """The cases of docs/performance.md for one device. --quick: small sizes, under a minute."""
     if device == "cpu":
-        # 1-thread cases (SPEC §5's anchors) and the same with all threads, where there are more
+        # 1-thread cases (docs/performance.md's anchors) and the same with all threads, if more
         one, all_ = 1, cores
         fp32 = [((4096,), all_), ((M,), one), ((M,), all_), (_split(M, 100), one),
                 (_split(M, 100), all_), ((16 * M,), all_), (_split(16 * M, 100), all_),
