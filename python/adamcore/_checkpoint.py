@@ -74,7 +74,11 @@ def load(path, like=None, *, device=None) -> dict:
     """
     path = os.fspath(path)
     meta, arrays = _read(path)
-    state_dict = _unpack(meta, arrays)
+    try:
+        state_dict = _unpack(meta, arrays)
+    except (ValueError, TypeError, AttributeError, KeyError) as e:
+        raise _not_a_checkpoint(path, f"its metadata is malformed: {type(e).__name__}: "
+                                      f"{e}") from e
     if like is not None:
         return _convert.convert_state_dict(state_dict, like, device=device)
     if device is not None:
