@@ -222,6 +222,9 @@ def to_library(value, library: str, *, dtype: str | None = None, device=None):
     if library == "jax":
         import jax
 
+        if dtype == "float64" and not jax.config.jax_enable_x64:  # JAX would round to float32
+            raise ValueError("JAX has float64 turned off: enable it (jax.config.update("
+                             "'jax_enable_x64', True)) to keep float64 state exactly")
         out = jax.numpy.asarray(host, dtype=jax.numpy.dtype(dtype))  # bfloat16 too
         return jax.device_put(out, device) if device is not None else out
     xp = _import(library)
