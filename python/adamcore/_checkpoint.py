@@ -22,7 +22,6 @@ import math
 import numbers
 import os
 import tempfile
-import zipfile
 
 import numpy as np
 
