@@ -531,3 +531,109 @@ def test_bad_options(options, error, match):
         adamcore.minimize(lambda x: calls.append(1) or rosen(x), ROSEN_X0, jac=rosen_der,
                           **options)
     assert not calls  # checked before fun is first called
+
+
+# ------------------------------------------------------- scipy.optimize.minimize's own signature
+def test_the_same_call_works_with_scipy_and_adamcore():
+    """scipy.optimize.minimize's arguments, positional and keyword, give adamcore the run that
+    scipy.optimize.minimize(method=adamcore.scipy_adam) gives (main refused tol/options)."""
+    optimize = pytest.importorskip("scipy.optimize")
+    ours, theirs = [], []
+    call = dict(jac=rosen_der, bounds=[(-2.0, 2.0), (None, 1.5)], tol=1e-5,
+                options={"maxiter": 4000, "lr": 0.05, "disp": False})
+    a = adamcore.minimize(rosen, ROSEN_X0, (), None, callback=record_iterates(ours), **call)
+    b = optimize.minimize(rosen, ROSEN_X0, (), adamcore.scipy_adam,
+                          callback=record_iterates(theirs), **call)
+    assert a.success and "gtol" in a.message and np.max(np.abs(a.jac)) <= 1e-5
+    assert len(ours) == len(theirs) == a.nit == b.nit
+    for key in ("x", "fun", "jac", "nit", "nfev", "njev", "success", "status", "message"):
+        np.testing.assert_array_equal(a[key], b[key])
+    # and SciPy's own methods take the same arguments
+    assert optimize.minimize(rosen, ROSEN_X0, method="L-BFGS-B", jac=rosen_der,
+                             bounds=call["bounds"], tol=1e-5).success
+
+
+@pytest.mark.parametrize("method", [None, "adam", "Adam", adamcore.scipy_adam])
+def test_method_adam_in_every_spelling(method):
+    a = adamcore.minimize(rosen, ROSEN_X0, jac=rosen_der, lr=0.05, maxiter=50)
+    b = adamcore.minimize(rosen, ROSEN_X0, method=method, jac=rosen_der,
+                          options={"lr": 0.05, "maxiter": 50})
+    np.testing.assert_array_equal(a.x, b.x)
+    assert a.nit == b.nit == 50
+
+
+@pytest.mark.parametrize("method", ["BFGS", "nelder-mead", print])
+def test_other_methods_are_refused(method):
+    with pytest.raises(ValueError, match="runs Adam only.*scipy.optimize.minimize"):
+        adamcore.minimize(rosen, ROSEN_X0, method=method, jac=rosen_der)
+
+
+def test_tol_sets_gtol_unless_gtol_is_given():
+    loose = adamcore.minimize(rosen, ROSEN_X0, jac=rosen_der, tol=1e-2, lr=0.05, maxiter=5000)
+    assert loose.success and np.max(np.abs(loose.jac)) <= 1e-2
+    default = adamcore.minimize(rosen, ROSEN_X0, jac=rosen_der, lr=0.05, maxiter=5000)
+    assert loose.nit < default.nit
+    both = adamcore.minimize(rosen, ROSEN_X0, jac=rosen_der, tol=1e-2, gtol=1e-6, lr=0.05,
+                             maxiter=5000)
+    assert both.nit == default.nit
+    in_options = adamcore.minimize(rosen, ROSEN_X0, jac=rosen_der, tol=1e-2,
+                                   options={"gtol": 1e-6, "lr": 0.05, "maxiter": 5000})
+    assert in_options.nit == default.nit
+
+
+def test_options_dict(capsys):
+    a = adamcore.minimize(rosen, ROSEN_X0, jac=rosen_der, lr=0.05, betas=(0.8, 0.99),
+                          amsgrad=True, maxiter=30, disp=True)
+    first = capsys.readouterr().out
+    b = adamcore.minimize(rosen, ROSEN_X0, jac=rosen_der, lr=0.05, options={
+        "betas": (0.8, 0.99), "amsgrad": True, "maxiter": 30, "disp": True})
+    assert capsys.readouterr().out == first and "Iterations: 30" in first
+    np.testing.assert_array_equal(a.x, b.x)
+    with pytest.raises(TypeError, match="maxiter given both as a keyword and in options"):
+        adamcore.minimize(rosen, ROSEN_X0, jac=rosen_der, maxiter=5, options={"maxiter": 6})
+    with pytest.raises(TypeError, match="options must be a dict"):
+        adamcore.minimize(rosen, ROSEN_X0, jac=rosen_der, options=5)
+
+
+def test_unknown_options_warn_as_scipy_does():
+    optimize = pytest.importorskip("scipy.optimize")
+    with pytest.warns(optimize.OptimizeWarning, match="Unknown solver options: xrtol"):
+        res = adamcore.minimize(rosen, ROSEN_X0, jac=rosen_der,
+                                options={"maxiter": 3, "xrtol": 1e-3})
+    assert res.nit == 3
+
+
+@pytest.mark.parametrize("keyword, value, match", [
+    ("hess", lambda x: np.eye(2), "first order .* does not use hess"),
+    ("hessp", lambda x, p: p, "does not use hessp"),
+    ("constraints", [{"type": "ineq", "fun": lambda x: x[0]}], "not general constraints"),
+    ("constraints", {"type": "ineq", "fun": lambda x: x[0]}, "not general constraints"),
+])
+def test_second_order_arguments_and_constraints_are_refused(keyword, value, match):
+    calls = []
+    with pytest.raises(ValueError, match=match):
+        adamcore.minimize(lambda x: calls.append(1) or rosen(x), ROSEN_X0, jac=rosen_der,
+                          **{keyword: value})
+    assert not calls
+
+
+def test_complex_step_is_refused_clearly():
+    with pytest.raises(ValueError, match="jac='cs'.*not supported"):
+        adamcore.minimize(rosen, ROSEN_X0, jac="cs")
+
+
+def test_scipy_new_style_callback_stop_iteration_through_scipy():
+    optimize = pytest.importorskip("scipy.optimize")
+    seen = []
+
+    def callback(intermediate_result):
+        seen.append(intermediate_result)
+        if intermediate_result.nit == 5:
+            raise StopIteration
+
+    res = optimize.minimize(rosen, ROSEN_X0, jac=rosen_der, method=adamcore.scipy_adam,
+                            tol=1e-8, options={"maxiter": 100, "lr": 0.05}, callback=callback)
+    assert isinstance(res, optimize.OptimizeResult) and isinstance(seen[0], optimize.OptimizeResult)
+    assert res.nit == 5 and res.status == 99 and not res.success
+    assert res.message == "`callback` raised `StopIteration`."
+    assert {"x", "fun", "jac", "nit", "nfev", "njev", "status", "success", "message"} <= set(res)

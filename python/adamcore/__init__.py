@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
 from ._checkpoint import load, save
+from ._convert import convert_state_dict
 from ._cpu import (
     available_simd_levels,
     compiled_simd_levels,
@@ -36,6 +37,7 @@ __all__ = [
     "clip_by_global_norm",
     "clip_grad_norm",
     "compiled_simd_levels",
+    "convert_state_dict",
     "get_cmake_dir",
     "get_include",
     "get_library",

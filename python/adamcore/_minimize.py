@@ -39,8 +39,16 @@ def minimize(
     fun,
     x0,
     args=(),
-    *,
+    method=None,
     jac=None,
+    hess=None,
+    hessp=None,
+    bounds=None,
+    constraints=(),
+    tol=None,
+    callback=None,
+    options=None,
+    *,
     lr=1e-3,
     betas=(0.9, 0.999),
     eps=1e-8,
@@ -50,13 +58,21 @@ def minimize(
     maxiter=1000,
     gtol=1e-6,
     ftol=None,
-    bounds=None,
-    callback=None,
     progress=False,
     disp=False,
 ):
     r"""Minimizes ``fun(x, *args)`` with Adam; a first-order method for smooth or stochastic
-    objectives, with SciPy's calling conventions.
+    objectives, with ``scipy.optimize.minimize``'s signature: the same call works with both.
+
+    SciPy's arguments: ``fun, x0, args, method, jac, hess, hessp, bounds, constraints, tol,
+    callback, options``. ``method`` is ``None``, ``"adam"`` or :func:`adamcore.scipy_adam`
+    (other methods are SciPy's: call ``scipy.optimize.minimize``). ``hess``, ``hessp`` and
+    ``constraints`` are refused (Adam is first order and handles bounds only). ``tol`` sets
+    ``gtol`` unless ``gtol`` is given. ``options`` is a dict of the keywords below
+    (``maxiter``, ``disp``, ``lr``, ``betas``, ...), as SciPy's methods take them; a name given
+    both as a keyword and in ``options`` is a TypeError, and an unknown option is ignored with
+    an ``OptimizeWarning``, as in SciPy. Note that ``eps`` is Adam's epsilon, not a
+    finite-difference step as in BFGS's options.
 
     Args:
         fun: the objective, ``fun(x, *args) -> float``; with ``jac=True`` it returns
@@ -116,6 +132,16 @@ def minimize(
             iteration (often a sign that ``lr`` is too large or that ``x`` left ``fun``'s
             domain: ``bounds`` can keep it inside).
     """
+    _check_method(method)
+    _refuse_second_order(hess, hessp, constraints)
+    if options:
+        given = {name: value for name, value in locals().items()
+                 if name in _OPTIONS and value is not _DEFAULTS[name]}
+        merged = _merge_options(given, options)
+        return minimize(fun, x0, args, method, jac, None, None, bounds, (), tol, callback,
+                        None, **merged)
+    if tol is not None and gtol is _DEFAULTS["gtol"]:
+        gtol = tol  # as SciPy's BFGS: tol is the gradient tolerance
     x = _initial_point(x0)
     if not isinstance(args, tuple):
         args = (args,)
@@ -192,25 +218,62 @@ def scipy_adam(fun, x0, args=(), jac=None, hess=None, hessp=None, bounds=None, c
     if not _no_constraints(constraints):
         raise ValueError("adamcore.scipy_adam handles bounds but not general constraints; "
                          "use method='SLSQP' or 'trust-constr' for those")
-    if hess is not None or hessp is not None:
+    if hess is not None or hessp is not None:  # SciPy's convention for first-order methods
         warnings.warn("adamcore.scipy_adam is first order: hess and hessp are not used",
                       RuntimeWarning, stacklevel=3)
     tol = options.pop("tol", None)
-    if tol is not None:
-        options.setdefault("gtol", tol)
-    unknown = sorted(set(options) - _OPTIONS)
+    return minimize(fun, x0, args, jac=jac, bounds=bounds, tol=tol, callback=callback,
+                    options=options or None)
+
+
+_DEFAULTS = {
+    name: p.default for name, p in inspect.signature(minimize).parameters.items()
+    if p.kind is p.KEYWORD_ONLY
+}
+_OPTIONS = set(_DEFAULTS)
+
+
+def _check_method(method) -> None:
+    if method is None or method is scipy_adam:
+        return
+    if isinstance(method, str) and method.strip().lower() == "adam":
+        return
+    what = repr(method) if isinstance(method, str) else getattr(method, "__name__",
+                                                                 type(method).__name__)
+    raise ValueError(f"adamcore.minimize runs Adam only (method=None, 'adam' or "
+                     f"adamcore.scipy_adam), got method={what}; for SciPy's methods call "
+                     f"scipy.optimize.minimize(..., method={what})")
+
+
+def _refuse_second_order(hess, hessp, constraints) -> None:
+    for name, value in (("hess", hess), ("hessp", hessp)):
+        if value is not None:
+            raise ValueError(f"adamcore.minimize is first order (Adam) and does not use "
+                             f"{name}; leave it out, or use scipy.optimize.minimize with a "
+                             f"second-order method such as 'trust-exact' or 'Newton-CG'")
+    if not _no_constraints(constraints):
+        raise ValueError("adamcore.minimize handles bounds but not general constraints; use "
+                         "scipy.optimize.minimize with method='SLSQP' or 'trust-constr'")
+
+
+def _merge_options(given: dict, options) -> dict:
+    """The keywords given plus SciPy's ``options`` dict; unknown options warn, as in SciPy."""
+    try:
+        options = dict(options)
+    except (TypeError, ValueError):
+        raise TypeError(f"options must be a dict of solver options, got "
+                        f"{type(options).__name__}") from None
+    both = sorted(set(given) & set(options))
+    if both:
+        raise TypeError(f"{', '.join(both)} given both as a keyword and in options; give "
+                        f"each once")
+    unknown = sorted(name for name in options if name not in _OPTIONS)
     if unknown:
-        warnings.warn(f"Unknown solver options: {', '.join(unknown)}", _optimize_warning(),
-                      stacklevel=3)
+        warnings.warn(f"Unknown solver options: {', '.join(map(str, unknown))}",
+                      _optimize_warning(), stacklevel=4)
         for name in unknown:
             del options[name]
-    return minimize(fun, x0, args, jac=jac, bounds=bounds, callback=callback, **options)
-
-
-_OPTIONS = {
-    name for name, p in inspect.signature(minimize).parameters.items()
-    if p.kind is p.KEYWORD_ONLY and name not in ("jac", "bounds", "callback")
-}
+    return {**given, **options}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +286,10 @@ class _Objective:
         if jac is None or jac is False:
             jac = "2-point"
         if isinstance(jac, str):
+            if jac == "cs":
+                raise ValueError("jac must be a callable, True, None, '2-point' or '3-point': "
+                                 "jac='cs' (SciPy's complex-step differences) is not supported "
+                                 "by adamcore.minimize; use '3-point' or give the gradient")
             if jac not in ("2-point", "3-point"):
                 raise ValueError(f"jac must be a callable, True, None, '2-point' or '3-point', "
                                  f"got {jac!r}")
