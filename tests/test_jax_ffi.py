@@ -169,12 +169,15 @@ def test_adam_step_backend_matches_numpy(shape, simd_level):
     p, g = r.standard_normal(shape).astype(np.float32), r.standard_normal(shape).astype(np.float32)
     m, v = np.zeros_like(p), np.zeros_like(p)
     backend = _jax_backend.JaxNative()
-    jp, jm, jv = jnp.asarray(p), jnp.asarray(m), jnp.asarray(v)
+    # copies: JAX may share a NumPy array's memory on the CPU, and the NumPy step below writes
+    jp, jm, jv = (jnp.asarray(x.copy()) for x in (p, m, v))
     from adamcore._dispatch import StepTensor
     from adamcore._hparams import StepHParams
     for t in range(1, 4):
         hp = StepHParams(1e-3, 0.9, 0.999, 1e-8, 0.0, 1e-3, t, 0)
-        (jp, jm, jv, _), = backend.run([StepTensor(jp, jnp.asarray(g), jm, jv, None, 0)], [hp])
+        (jp, jm, jv, _), = backend.run([StepTensor(jp, jnp.asarray(g.copy()), jm, jv, None, 0)],
+                                       [hp])
+        jax.block_until_ready(jp)
         adamcore.adam_step(p, g, m, v, step=t, lr=1e-3)
     np.testing.assert_array_equal(np.asarray(jp), p)
     np.testing.assert_array_equal(np.asarray(jv), v)

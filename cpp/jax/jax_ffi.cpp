@@ -22,6 +22,12 @@
 #include "adamcore/core.hpp"
 #include "xla/ffi/api/ffi.h"
 
+#if defined(ADAMCORE_JAX_CUDA)
+#include <cuda_runtime_api.h>
+
+#include "adam_cuda.hpp"
+#endif
+
 namespace ffi = xla::ffi;
 namespace nb = nanobind;
 
@@ -120,8 +126,21 @@ ArrayRef slice_ref(const ffi::AnyBuffer& buf, const Batch& batch, int64_t b, con
     return ref;
 }
 
-void step_impl(const ffi::AnyBuffer& lr, const ffi::AnyBuffer& step, const ffi::RemainingArgs& args,
-               const ffi::RemainingRets& rets, const adamcore_hparams& fixed) {
+// The host's copy of the lr and step buffers (on the CPU, the buffers themselves).
+struct Scalars {
+    const ffi::AnyBuffer& lr;
+    const ffi::AnyBuffer& step;
+};
+
+// Copy(dst, src, bytes) fills an output XLA did not alias; Step(tensors, n, hparams, k) runs the core.
+template <class Copy, class Step>
+void step_impl(const ffi::AnyBuffer& lr_dev, const ffi::AnyBuffer& step_dev, const Scalars& host,
+               const ffi::RemainingArgs& args, const ffi::RemainingRets& rets,
+               const adamcore_hparams& fixed, const Copy& copy, const Step& run) {
+    const ffi::AnyBuffer& lr = host.lr;
+    const ffi::AnyBuffer& step = host.step;
+    (void)lr_dev;
+    (void)step_dev;
     const bool amsgrad = fixed.flags & ADAMCORE_AMSGRAD;
     const size_t per_in = amsgrad ? 5 : 4, per_out = amsgrad ? 4 : 3;
     if (args.size() % per_in != 0 || rets.size() != args.size() / per_in * per_out)
@@ -160,7 +179,7 @@ void step_impl(const ffi::AnyBuffer& lr, const ffi::AnyBuffer& step, const ffi::
             if (in.element_type() != out.element_type() || in.size_bytes() != out.size_bytes())
                 throw Error(ErrorKind::internal, "adamcore_adam_step: a result differs from its input");
             if (out.untyped_data() != in.untyped_data() && in.size_bytes() != 0)
-                std::memcpy(out.untyped_data(), in.untyped_data(), in.size_bytes());
+                copy(out.untyped_data(), in.untyped_data(), in.size_bytes());
         }
 
     std::vector<TensorRef> tensors(count * static_cast<size_t>(batch.size));
@@ -180,12 +199,11 @@ void step_impl(const ffi::AnyBuffer& lr, const ffi::AnyBuffer& step, const ffi::
             t.hparams_index = static_cast<size_t>(b);
         }
     }
-    cpu_adam_step(tensors.data(), tensors.size(), hparams.data(), hparams.size(), false);
+    run(tensors.data(), tensors.size(), hparams.data(), hparams.size());
 }
 
-ffi::Error adam_step_cpu(ffi::AnyBuffer lr, ffi::AnyBuffer step, ffi::RemainingArgs args,
-                         ffi::RemainingRets rets, double beta1, double beta2, double eps,
-                         double weight_decay, double max_lr, int64_t flags) {
+adamcore_hparams fixed_hparams(double beta1, double beta2, double eps, double weight_decay,
+                               double max_lr, int64_t flags) {
     adamcore_hparams fixed = adamcore_hparams_default();
     fixed.beta1 = beta1;
     fixed.beta2 = beta2;
@@ -193,10 +211,15 @@ ffi::Error adam_step_cpu(ffi::AnyBuffer lr, ffi::AnyBuffer step, ffi::RemainingA
     fixed.weight_decay = weight_decay;
     fixed.max_lr = max_lr;
     fixed.flags = static_cast<uint32_t>(flags);
+    return fixed;
+}
+
+template <class Body>
+ffi::Error as_ffi_error(const Body& body) {
     try {
-        step_impl(lr, step, args, rets, fixed);
+        body();
     } catch (const Error& e) {
-        const bool internal = e.kind() == ErrorKind::internal;
+        const bool internal = e.kind() == ErrorKind::internal || e.kind() == ErrorKind::cuda;
         return ffi::Error(internal ? ffi::ErrorCode::kInternal : ffi::ErrorCode::kInvalidArgument,
                           e.what());
     } catch (const std::exception& e) {
@@ -204,6 +227,68 @@ ffi::Error adam_step_cpu(ffi::AnyBuffer lr, ffi::AnyBuffer step, ffi::RemainingA
     }
     return ffi::Error::Success();
 }
+
+ffi::Error adam_step_cpu(ffi::AnyBuffer lr, ffi::AnyBuffer step, ffi::RemainingArgs args,
+                         ffi::RemainingRets rets, double beta1, double beta2, double eps,
+                         double weight_decay, double max_lr, int64_t flags) {
+    const adamcore_hparams fixed = fixed_hparams(beta1, beta2, eps, weight_decay, max_lr, flags);
+    return as_ffi_error([&] {
+        step_impl(lr, step, Scalars{lr, step}, args, rets, fixed,
+                  [](void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); },
+                  [](const TensorRef* t, size_t n, const adamcore_hparams* hp, size_t k) {
+                      cpu_adam_step(t, n, hp, k, false);
+                  });
+    });
+}
+
+#if defined(ADAMCORE_JAX_CUDA)
+// A host copy of a small device buffer (lr, step), read on XLA's stream. The CUDA kernels take
+// their hyperparameters from the host, so this waits for the stream once per step.
+struct HostCopy {
+    std::vector<char> bytes;
+    XLA_FFI_Buffer buffer;
+    HostCopy(const ffi::AnyBuffer& dev, const XLA_FFI_Buffer* raw, cudaStream_t stream)
+        : bytes(dev.size_bytes()), buffer(*raw) {
+        if (!bytes.empty()) {
+            check(cudaMemcpyAsync(bytes.data(), dev.untyped_data(), bytes.size(),
+                                  cudaMemcpyDeviceToHost, stream));
+            check(cudaStreamSynchronize(stream));
+        }
+        buffer.data = bytes.data();
+    }
+    static void check(cudaError_t e) {
+        if (e != cudaSuccess) throw Error(ErrorKind::cuda, cudaGetErrorString(e));
+    }
+};
+
+ffi::Error adam_step_cuda(cudaStream_t stream, int32_t device, ffi::AnyBuffer lr,
+                          ffi::AnyBuffer step, ffi::RemainingArgs args, ffi::RemainingRets rets,
+                          double beta1, double beta2, double eps, double weight_decay,
+                          double max_lr, int64_t flags) {
+    const adamcore_hparams fixed = fixed_hparams(beta1, beta2, eps, weight_decay, max_lr, flags);
+    return as_ffi_error([&] {
+        // AnyBuffer keeps the XLA_FFI_Buffer it was made from; a copy with host data reads alike
+        XLA_FFI_Buffer lr_raw{XLA_FFI_Buffer_STRUCT_SIZE, nullptr,
+                              static_cast<XLA_FFI_DataType>(lr.element_type()), lr.untyped_data(),
+                              static_cast<int64_t>(lr.dimensions().size()),
+                              const_cast<int64_t*>(lr.dimensions().begin())};
+        XLA_FFI_Buffer step_raw{XLA_FFI_Buffer_STRUCT_SIZE, nullptr,
+                                static_cast<XLA_FFI_DataType>(step.element_type()),
+                                step.untyped_data(), static_cast<int64_t>(step.dimensions().size()),
+                                const_cast<int64_t*>(step.dimensions().begin())};
+        HostCopy lr_host(lr, &lr_raw, stream), step_host(step, &step_raw, stream);
+        const ffi::AnyBuffer lr_h(&lr_host.buffer), step_h(&step_host.buffer);
+        step_impl(lr, step, Scalars{lr_h, step_h}, args, rets, fixed,
+                  [&](void* dst, const void* src, size_t bytes) {
+                      HostCopy::check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice,
+                                                      stream));
+                  },
+                  [&](const TensorRef* t, size_t n, const adamcore_hparams* hp, size_t k) {
+                      cuda::adam_step(t, n, hp, k, false, device, stream);
+                  });
+    });
+}
+#endif
 
 }  // namespace
 }  // namespace adamcore::jax_ffi
@@ -221,6 +306,23 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(adamcore_jax_adam_step_cpu, adamcore::jax_ffi::ada
                                   .Attr<double>("max_lr")
                                   .Attr<int64_t>("flags"));
 
+#if defined(ADAMCORE_JAX_CUDA)
+XLA_FFI_DEFINE_HANDLER_SYMBOL(adamcore_jax_adam_step_cuda, adamcore::jax_ffi::adam_step_cuda,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<ffi::DeviceOrdinal>()
+                                  .Arg<ffi::AnyBuffer>()  // lr
+                                  .Arg<ffi::AnyBuffer>()  // step
+                                  .RemainingArgs()
+                                  .RemainingRets()
+                                  .Attr<double>("beta1")
+                                  .Attr<double>("beta2")
+                                  .Attr<double>("eps")
+                                  .Attr<double>("weight_decay")
+                                  .Attr<double>("max_lr")
+                                  .Attr<int64_t>("flags"));
+#endif
+
 NB_MODULE(_jax_ffi, m) {
     m.doc() = "adamcore's XLA FFI handlers (the Adam step over the CPU core), as PyCapsules.";
     m.def("registrations", []() {
@@ -229,4 +331,12 @@ NB_MODULE(_jax_ffi, m) {
             nb::capsule(reinterpret_cast<void*>(adamcore_jax_adam_step_cpu));
         return targets;
     }, "{target name: PyCapsule of the CPU handler}, for jax.ffi.register_ffi_target.");
+    m.def("cuda_registrations", []() {
+        nb::dict targets;
+#if defined(ADAMCORE_JAX_CUDA)
+        targets["adamcore_adam_step"] =
+            nb::capsule(reinterpret_cast<void*>(adamcore_jax_adam_step_cuda));
+#endif
+        return targets;
+    }, "The CUDA handlers (platform 'CUDA'); empty where the CUDA backend was not built.");
 }

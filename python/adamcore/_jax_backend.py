@@ -38,6 +38,12 @@ def _registered() -> bool:
                           "jax was not importable when adamcore was built") from e
     for name, capsule in _jax_ffi.registrations().items():
         jax.ffi.register_ffi_target(name, capsule, platform="cpu")
+    # built with the CUDA backend: the same target on XLA's CUDA stream (untested: no GPU in CI)
+    for name, capsule in _jax_ffi.cuda_registrations().items():
+        try:
+            jax.ffi.register_ffi_target(name, capsule, platform="CUDA")
+        except Exception:  # a jaxlib without CUDA: the CPU target still works  # noqa: BLE001
+            pass
     return True
 
 
