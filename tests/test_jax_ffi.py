@@ -245,3 +245,16 @@ def test_scale_by_adam_chains_like_optax():
     a, _ = jax.jit(ours.update)(g, ours.init(p), p)
     b, _ = jax.jit(theirs.update)(g, theirs.init(p), p)
     np.testing.assert_allclose(np.asarray(a[0]), np.asarray(b[0]), rtol=1e-5)  # optax's f32 bias correction
+
+
+def test_inject_hyperparams_traces_the_lr_and_refuses_traced_betas():
+    p = {"w": jnp.linspace(-1, 1, 7, dtype=jnp.float32)}
+    g = {"w": jnp.cos(p["w"])}
+    tx = optax.inject_hyperparams(aox.adam, static_args=("b1", "b2", "eps", "eps_root"))(
+        learning_rate=1e-2)
+    u, _ = jax.jit(tx.update)(g, tx.init(p), p)
+    ref, _ = jax.jit(aox.adam(jnp.float32(1e-2)).update)(g, aox.adam(1e-2).init(p), p)
+    np.testing.assert_array_equal(np.asarray(u["w"]), np.asarray(ref["w"]))
+    loose = optax.inject_hyperparams(aox.adam)(learning_rate=1e-2)
+    with pytest.raises(ValueError, match="b1 must be a static number"):
+        jax.jit(loose.update)(g, loose.init(p), p)

@@ -47,6 +47,15 @@ class ScaleByAdamState(NamedTuple):
     nu_max: Any = None
 
 
+def _static(name, value):
+    """A hyperparameter that becomes an FFI attribute: a number, or a concrete JAX scalar."""
+    if isinstance(value, jax.core.Tracer):
+        raise ValueError(f"{name} must be a static number (it is an attribute of the FFI call), "
+                         f"got a traced value; only learning_rate may be traced (with "
+                         f"optax.inject_hyperparams, pass static_args=('b1', 'b2', 'eps', ...))")
+    return float(value) if isinstance(value, jax.Array) else value
+
+
 def _check(learning_rate, b1, b2, eps, eps_root, weight_decay, mu_dtype):
     if eps_root != 0.0:
         raise ValueError(f"eps_root={eps_root!r} is not supported: adamcore's core adds eps "
@@ -126,6 +135,8 @@ def _make(learning_rate, b1, b2, eps, weight_decay, mask, amsgrad, direction_onl
 
 def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None, *, amsgrad=False):
     """optax.scale_by_adam over the core: updates m_hat / (sqrt(v_hat) + eps), for chaining."""
+    b1, b2, eps, eps_root = (_static(n, x) for n, x in
+                             (("b1", b1), ("b2", b2), ("eps", eps), ("eps_root", eps_root)))
     _check(1.0, b1, b2, eps, eps_root, 0.0, mu_dtype)
     return _make(1.0, b1, b2, eps, 0.0, None, amsgrad, True)
 
@@ -133,6 +144,8 @@ def scale_by_adam(b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None, *, am
 def adam(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None, *,
          amsgrad=False):
     """optax.adam over the core; learning_rate is a number, a (traced) scalar or a schedule."""
+    b1, b2, eps, eps_root = (_static(n, x) for n, x in
+                             (("b1", b1), ("b2", b2), ("eps", eps), ("eps_root", eps_root)))
     _check(learning_rate, b1, b2, eps, eps_root, 0.0, mu_dtype)
     return _make(learning_rate, b1, b2, eps, 0.0, None, amsgrad, False)
 
@@ -141,6 +154,9 @@ def adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, eps_root=0.0, mu_dtype=None
           weight_decay=1e-4, mask=None, *, amsgrad=False):
     """optax.adamw over the core (decoupled weight decay lr * weight_decay * p; mask: a pytree
     of bools, or a callable of params giving one, True where decay applies)."""
+    b1, b2, eps, eps_root, weight_decay = (_static(n, x) for n, x in (
+        ("b1", b1), ("b2", b2), ("eps", eps), ("eps_root", eps_root),
+        ("weight_decay", weight_decay)))
     _check(learning_rate, b1, b2, eps, eps_root, weight_decay, mu_dtype)
     return _make(learning_rate, b1, b2, eps, weight_decay, mask, amsgrad, False)
 
