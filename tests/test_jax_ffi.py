@@ -148,7 +148,7 @@ def test_mixed_pytree_with_bf16_params_and_float32_state():
     assert new["w"].dtype == jnp.bfloat16 and new["h"].dtype == jnp.float16
     # the same on torch CPU tensors through adamcore.AdamW
     def t(x):
-        return torch.from_numpy(np.asarray(x.astype(jnp.float32))).to(
+        return torch.from_numpy(np.array(x.astype(jnp.float32))).to(
             {jnp.bfloat16: torch.bfloat16, jnp.float16: torch.float16}.get(x.dtype.type, torch.float32)
             if x.dtype != jnp.float32 else torch.float32)
     leaves = [tree["b"]["s"], tree["b"]["x"], tree["h"], tree["w"]]
@@ -157,7 +157,7 @@ def test_mixed_pytree_with_bf16_params_and_float32_state():
     tparams[2], tparams[3] = tparams[2].half(), tparams[3].bfloat16()
     opt = adamcore.AdamW(tparams, lr=1e-2, weight_decay=0.1)
     for _ in range(3):
-        opt.step([torch.from_numpy(np.asarray(g)) for g in grad_leaves])
+        opt.step([torch.from_numpy(np.array(g)) for g in grad_leaves])
     got = [new["b"]["s"], new["b"]["x"], new["h"], new["w"]]
     for a, b in zip(got, tparams):
         np.testing.assert_array_equal(np.asarray(a.astype(jnp.float32)), b.float().numpy())
