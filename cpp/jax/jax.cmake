@@ -5,6 +5,15 @@ execute_process(
   COMMAND "${Python_EXECUTABLE}" -c "import jax.ffi; print(jax.ffi.include_dir())"
   OUTPUT_VARIABLE ADAMCORE_XLA_FFI_INCLUDE OUTPUT_STRIP_TRAILING_WHITESPACE
   RESULT_VARIABLE _adamcore_jax_found ERROR_QUIET)
+if(NOT _adamcore_jax_found EQUAL 0)
+  # pip's isolated build environment hides the target environment's packages: look for jaxlib's
+  # headers where that environment installs packages (it has them once jax is installed there)
+  execute_process(
+    COMMAND "${Python_EXECUTABLE}" -c
+            "import sysconfig, os; print(os.path.join(sysconfig.get_paths()['platlib'], 'jaxlib', 'include'))"
+    OUTPUT_VARIABLE ADAMCORE_XLA_FFI_INCLUDE OUTPUT_STRIP_TRAILING_WHITESPACE
+    RESULT_VARIABLE _adamcore_jax_found ERROR_QUIET)
+endif()
 if(_adamcore_jax_found EQUAL 0 AND EXISTS "${ADAMCORE_XLA_FFI_INCLUDE}/xla/ffi/api/ffi.h")
   message(STATUS "adamcore: JAX FFI module ON (XLA FFI headers in ${ADAMCORE_XLA_FFI_INCLUDE})")
   nanobind_add_module(_jax_ffi NB_STATIC ${CMAKE_CURRENT_LIST_DIR}/jax_ffi.cpp)

@@ -3,6 +3,8 @@
     numpy, torch on the CPU  -> CpuNative   (adamcore._core: the SIMD C++ kernels)
     cupy, torch on a GPU     -> the CUDA backend (adamcore._cuda), where it is built and sees a
                                 GPU; else Reference
+    jax                      -> JaxNative   (adamcore._jax_ffi: the CPU core as an XLA FFI call,
+                                new arrays returned), where it is built; else Reference
     anything else            -> Reference   (the pure Array-API path of _reference.py)
 
 A backend takes all of its tensors of one step at once.
@@ -236,6 +238,12 @@ def backend_for(x) -> Backend:
         return (cuda_backend() or REFERENCE) if x.device.type == "cuda" else REFERENCE
     if lib == "cupy":
         backend = _by_type[type(x)] = cuda_backend() or REFERENCE
+        return backend
+    if lib == "jax":
+        # the C++ core as an XLA FFI call, where adamcore._jax_ffi was built (imported lazily)
+        from . import _jax_backend
+
+        backend = _by_type[type(x)] = _jax_backend.load() or REFERENCE
         return backend
     backend = _by_type[type(x)] = REFERENCE
     return backend
