@@ -211,6 +211,13 @@ def test_two_optimizers_stepping_one_param_at_once_raise():
         _memory.release(frozenset({held}))
     np.testing.assert_array_equal(x, 0)
     second.step([np.ones_like(x)])  # released: fine again
+    second.step([np.ones_like(x)])  # the steady path
+    _memory.claim(frozenset({held}), "test")
+    try:
+        with pytest.raises(RuntimeError, match="another optimizer is stepping a parameter"):
+            second.step([np.ones_like(x)])  # the steady path claims too
+    finally:
+        _memory.release(frozenset({held}))
 
 
 def test_two_optimizers_on_disjoint_params_step_concurrently():

@@ -6,7 +6,7 @@ import operator
 import threading
 from itertools import chain
 
-from . import _arrays, _engine, _hparams, _scalars, _validation
+from . import _arrays, _engine, _hparams, _memory, _scalars, _validation
 from ._dispatch import StepTensor, backend_for
 
 
@@ -375,6 +375,9 @@ class _SteadyState:
         self.group_flags = group_flags  # (amsgrad, check_finite) of each group
         self.group_steps = group_steps
         self.check_finite = group_flags[0][1] if group_flags else False
+        # claimed while the plan steps: another optimizer stepping one of these params at the
+        # same time raises instead of losing an update (see _memory.claim)
+        self.claimed = frozenset(lay.ptr for lay in map(_memory.layout, params) if lay is not None)
 
     @classmethod
     def build(cls, opt: Adam) -> _SteadyState | None:
@@ -446,6 +449,7 @@ class _SteadyState:
             if (group["amsgrad"], bool(group["check_finite"])) != flags:
                 return None
             hparams.append(_hparams.native_hparams(group, step + 1))
+        _memory.claim(self.claimed, "step()")
         try:
             if self.plan.step(grads, hparams, self.check_finite) is False:
                 return None
@@ -453,6 +457,8 @@ class _SteadyState:
             # the plan refused before writing (an edited group, a grad of another kind): the
             # general step says precisely what is wrong
             return None
+        finally:
+            _memory.release(self.claimed)
         for s in states:
             s["step"] += 1
         self.steps = list(map(_get_step, states))
