@@ -112,6 +112,29 @@ std::vector<TensorRef> import_tensors(const std::vector<Array>& params,
     return tensors;
 }
 
+// The arrays a plan writes (params and state), held by the plan so that they outlive the
+// pointers it keeps, with their counts checked.
+struct HeldArrays {
+    std::vector<Array> params, exp_avgs, exp_avg_sqs;
+    std::vector<std::optional<Array>> max_exp_avg_sqs;
+    std::vector<size_t> hparams_index;
+
+    HeldArrays(std::vector<Array> p, std::vector<Array> m, std::vector<Array> v,
+               std::vector<std::optional<Array>> vmax, std::vector<size_t> index)
+        : params(std::move(p)), exp_avgs(std::move(m)), exp_avg_sqs(std::move(v)),
+          max_exp_avg_sqs(std::move(vmax)), hparams_index(std::move(index)) {
+        check_plan_counts(params.size(), exp_avgs.size(), exp_avg_sqs.size(),
+                          max_exp_avg_sqs.size(), hparams_index.size());
+    }
+
+    // Their TensorRefs (grads unset), each array through import (see import_tensors).
+    template <class Import>
+    std::vector<TensorRef> tensors(Import&& import) const {
+        return import_tensors(params, nullptr, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
+                              hparams_index, import);
+    }
+};
+
 // The core's errors as the Python exceptions the API promises: ValueError for a bad value,
 // TypeError for a dtype, FloatingPointError for a non-finite grad; RuntimeError for the rest
 // (CUDA errors, an unavailable backend, internal errors), with the core's message.

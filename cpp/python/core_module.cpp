@@ -44,18 +44,11 @@ class CpuPlan {
 public:
     CpuPlan(std::vector<Array> params, std::vector<Array> exp_avgs, std::vector<Array> exp_avg_sqs,
             std::vector<std::optional<Array>> max_exp_avg_sqs, std::vector<size_t> hparams_index)
-        : params_(std::move(params)),
-          exp_avgs_(std::move(exp_avgs)),
-          exp_avg_sqs_(std::move(exp_avg_sqs)),
-          max_exp_avg_sqs_(std::move(max_exp_avg_sqs)) {
-        const size_t n = params_.size();
-        check_plan_counts(n, exp_avgs_.size(), exp_avg_sqs_.size(), max_exp_avg_sqs_.size(),
-                          hparams_index.size());
-        tensors_ = import_tensors(params_, nullptr, exp_avgs_, exp_avg_sqs_, max_exp_avg_sqs_,
-                                  hparams_index, [](const auto& a, const char* role, size_t i) {
-                                      return array_ref(a, role, i);
-                                  });
-    }
+        : held_(std::move(params), std::move(exp_avgs), std::move(exp_avg_sqs),
+                std::move(max_exp_avg_sqs), std::move(hparams_index)),
+          tensors_(held_.tensors([](const auto& a, const char* role, size_t i) {
+              return array_ref(a, role, i);
+          })) {}
 
     void step(const std::vector<ReadOnlyArray>& grads, const std::vector<HParamsTuple>& hparams_in,
               bool check_finite) {
@@ -73,8 +66,7 @@ public:
     size_t size() const { return tensors_.size(); }
 
 private:
-    std::vector<Array> params_, exp_avgs_, exp_avg_sqs_;
-    std::vector<std::optional<Array>> max_exp_avg_sqs_;
+    HeldArrays held_;
     std::vector<TensorRef> tensors_;
 };
 

@@ -85,25 +85,18 @@ class CudaPlan {
 public:
     CudaPlan(std::vector<Array> params, std::vector<Array> exp_avgs, std::vector<Array> exp_avg_sqs,
              std::vector<std::optional<Array>> max_exp_avg_sqs, std::vector<size_t> hparams_index)
-        : params_(std::move(params)),
-          exp_avgs_(std::move(exp_avgs)),
-          exp_avg_sqs_(std::move(exp_avg_sqs)),
-          max_exp_avg_sqs_(std::move(max_exp_avg_sqs)) {
-        const size_t n = params_.size();
-        check_plan_counts(n, exp_avgs_.size(), exp_avg_sqs_.size(), max_exp_avg_sqs_.size(),
-                          hparams_index.size());
-        const std::vector<TensorRef> tensors =
-            import_tensors(params_, nullptr, exp_avgs_, exp_avg_sqs_, max_exp_avg_sqs_,
-                           hparams_index, importer_.adder());
+        : held_(std::move(params), std::move(exp_avgs), std::move(exp_avg_sqs),
+                std::move(max_exp_avg_sqs), std::move(hparams_index)) {
+        const std::vector<TensorRef> tensors = held_.tensors(importer_.adder());
         device_ = importer_.device();
-        plan_ = std::make_unique<cuda::Plan>(tensors.data(), n, device_);
+        plan_ = std::make_unique<cuda::Plan>(tensors.data(), tensors.size(), device_);
     }
 
     void step(const std::vector<ReadOnlyArray>& grads, const std::vector<HParamsTuple>& hparams_in,
               bool check_finite, uintptr_t stream) {
         check_count(grads.size(), plan_->size(), "grads");
         Importer importer;
-        if (!params_.empty()) importer.expect(device_, "param 0");
+        if (!held_.params.empty()) importer.expect(device_, "param 0");
         std::vector<ArrayRef> refs(grads.size());
         for (size_t i = 0; i < grads.size(); ++i) refs[i] = importer.add(grads[i], "grad", i);
         const std::vector<adamcore_hparams> hparams = to_hparams(hparams_in);
@@ -116,8 +109,7 @@ public:
     int device() const { return device_; }
 
 private:
-    std::vector<Array> params_, exp_avgs_, exp_avg_sqs_;
-    std::vector<std::optional<Array>> max_exp_avg_sqs_;
+    HeldArrays held_;
     Importer importer_;
     int device_ = 0;
     std::unique_ptr<cuda::Plan> plan_;
