@@ -1,4 +1,4 @@
-// host_emulation.h: just enough of CUDA to compile adam_cuda.cu as plain C++ and run its kernels
+// host_emulation.h: just enough of CUDA to compile the backend (cuda/*.cu, *.cpp) as plain C++ and run its kernels
 // on the host, for tests on machines without a GPU (tests/test_cuda_emulated.py).
 //
 // A launch runs every block, and every thread of a block, one after the other. That is exact
@@ -79,7 +79,7 @@ Launcher<Kernel> launcher(unsigned grid, unsigned block, Kernel kernel) {
 #define ADAMCORE_LAUNCH(grid, block, stream, ...) \
     ::adamcore_emulation::launcher((grid), (block), [](const auto&... a) { __VA_ARGS__(a...); })
 
-// ---- the runtime API adam_cuda.cu uses -----------------------------------------------------------
+// ---- the runtime API the backend uses -------------------------------------------------------------
 
 enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorNoDevice = 100,
                    cudaErrorInsufficientDriver = 35 };

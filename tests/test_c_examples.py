@@ -212,3 +212,31 @@ def test_plain_cmake_install_is_relocatable_and_runs_the_examples(tmp_path):
     examples = build_examples(tmp_path / "examples", moved / libdirs[0] / "cmake" / "adamcore")
     out = run(examples / "fit_least_squares")
     assert parse(out, r"c\d = (\S+)") == python_fit().tolist()
+
+
+@needs_toolchain
+@needs_sources
+def test_plain_cmake_route_with_the_default_generator(tmp_path):
+    """The route examples/c/README.md gives, word for word: `cmake -S . -B build && cmake --build
+    build && cmake --install build --prefix X` with CMake's default generator and no options, so
+    the CUDA backend is built wherever nvcc is (it once failed to configure with Unix Makefiles:
+    "CUDA_ARCHITECTURES is empty for target adamcore"). Then the C examples against X."""
+    build, prefix = tmp_path / "build", tmp_path / "prefix"
+    env = {k: v for k, v in os.environ.items() if k not in ("CMAKE_GENERATOR", "CUDAARCHS")}
+    configured = run(CMAKE, "-S", ROOT, "-B", build, env=env)
+    nvcc = shutil.which("nvcc") or (Path("/usr/local/cuda/bin/nvcc") if Path("/usr/local/cuda/bin/nvcc").exists() else None)
+    cuda_on = "adamcore: CUDA backend ON" in configured
+    if nvcc is not None and "static CUDA runtime" not in configured:
+        assert cuda_on, configured  # nvcc is here: the default builds the backend
+    run(CMAKE, "--build", build, env=dict(env, CMAKE_BUILD_PARALLEL_LEVEL="2"))
+    run(CMAKE, "--install", build, "--prefix", prefix, env=env)
+    (cmake_dir,) = [p.parent for p in prefix.glob("lib*/cmake/adamcore/adamcoreConfig.cmake")]
+    examples = build_examples(tmp_path / "examples", cmake_dir)
+    out = run(examples / "fit_least_squares")
+    assert parse(out, r"c\d = (\S+)") == python_fit().tolist()
+    if cuda_on:
+        # the CUDA entry points are there, and say why they cannot run without a GPU
+        import ctypes
+        (library,) = [p for p in prefix.glob("lib*/libadamcore.so*") if not p.is_symlink()]
+        lib = ctypes.CDLL(str(library))
+        assert lib.adamcore_cuda_available() in (0, 1)

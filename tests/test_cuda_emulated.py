@@ -1,5 +1,5 @@
-"""The CUDA backend's kernels and planning without a GPU: cuda/adam_cuda.cu compiled as C++ over
-cuda/host_emulation.h (every thread of every block run in turn on the host), checked bit for bit
+"""The CUDA backend's kernels and planning without a GPU: cuda/ (kernels.cu and its host code) compiled
+as C++ over cuda/host_emulation.h (every thread of every block run in turn on the host), checked bit for bit
 against the CPU core by tests/cuda_emulated.cpp, under AddressSanitizer where the compiler has it
 (an emulated memcheck: a kernel reading or writing outside its arrays stops the run).
 
@@ -19,15 +19,25 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+CUDA = ROOT / "cuda"
+SRC = ROOT / "cpp" / "src"
 SOURCES = {  # source -> optimization (the emulated kernels and the CPU kernels are the hot code)
-    ROOT / "cuda" / "adam_cuda.cu": "-O1",
+    CUDA / "kernels.cu": "-O1",  # every kernel, compiled as C++ over the emulation
+    CUDA / "device.cpp": "-O0",
+    CUDA / "memory.cpp": "-O0",
+    CUDA / "table.cpp": "-O0",
+    CUDA / "finite_check.cpp": "-O0",
+    CUDA / "backend.cpp": "-O0",
+    CUDA / "plan.cpp": "-O0",
     ROOT / "tests" / "cuda_emulated.cpp": "-O0",
-    ROOT / "cpp" / "src" / "validate.cpp": "-O0",
-    ROOT / "cpp" / "src" / "cpu_step.cpp": "-O1",
-    ROOT / "cpp" / "src" / "simd_dispatch.cpp": "-O0",
-    ROOT / "cpp" / "src" / "cpu_kernels.cpp": "-O1",
-    ROOT / "cpp" / "src" / "c_api.cpp": "-O0",
-    ROOT / "cpp" / "src" / "c_api_cuda.cpp": "-O0",
+    SRC / "validate.cpp": "-O0",
+    SRC / "cpu_step.cpp": "-O1",
+    SRC / "cpu_parallel.cpp": "-O0",
+    SRC / "cpu_strided.cpp": "-O1",
+    SRC / "simd_dispatch.cpp": "-O0",
+    SRC / "cpu_kernels.cpp": "-O1",
+    SRC / "c_api.cpp": "-O0",
+    SRC / "c_api_cuda.cpp": "-O0",
 }
 
 

@@ -1,6 +1,6 @@
 // binding_common.hpp: what both nanobind modules (adamcore._core and adamcore._cuda) need to
-// turn Python arguments into the core's types: array aliases, the hyperparameter tuple, dtypes
-// and argument counts, with the error messages the Python API promises.
+// turn Python arguments into the core's types: array aliases, the hyperparameter tuple, dtypes,
+// arrays and tensors, argument counts, with the error messages the Python API promises.
 #pragma once
 
 #include <nanobind/nanobind.h>
@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <exception>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -57,6 +58,18 @@ inline DType dtype_of(nb::dlpack::dtype dt, const char* role, size_t index) {
                                               "float64");
 }
 
+// An ArrayRef over a DLPack array's memory (each module checks the device first).
+template <class A>
+ArrayRef array_ref_of(const A& a, const char* role, size_t index) {
+    ArrayRef ref;
+    ref.data = const_cast<void*>(static_cast<const void*>(a.data()));
+    ref.dtype = dtype_of(a.dtype(), role, index);
+    ref.ndim = static_cast<int32_t>(a.ndim());
+    ref.shape = a.shape_ptr();
+    ref.strides = a.stride_ptr();
+    return ref;
+}
+
 inline void check_count(size_t n, size_t expected, const char* what) {
     if (n != expected)
         throw Error(ErrorKind::invalid_value, "got " + std::to_string(n) + " " + what + " for " +
@@ -72,6 +85,55 @@ inline void check_plan_counts(size_t params, size_t exp_avgs, size_t exp_avg_sqs
     if (max_exp_avg_sqs != 0) check_count(max_exp_avg_sqs, params, "max_exp_avg_sqs");
     if (hparams_index != 0) check_count(hparams_index, params, "hparams indices");
 }
+
+// The tensors of a step or a plan, every array through import(array, role, index), which
+// checks its device and returns array_ref_of. grads (nullptr for a plan, whose grads come with
+// each step) are imported right after their param. The counts must have been checked.
+template <class Import>
+std::vector<TensorRef> import_tensors(const std::vector<Array>& params,
+                                      const std::vector<ReadOnlyArray>* grads,
+                                      const std::vector<Array>& exp_avgs,
+                                      const std::vector<Array>& exp_avg_sqs,
+                                      const std::vector<std::optional<Array>>& max_exp_avg_sqs,
+                                      const std::vector<size_t>& hparams_index, Import&& import) {
+    std::vector<TensorRef> tensors(params.size());
+    for (size_t i = 0; i < params.size(); ++i) {
+        TensorRef& t = tensors[i];
+        t.param = import(params[i], "param", i);
+        if (grads) t.grad = import((*grads)[i], "grad", i);
+        t.exp_avg = import(exp_avgs[i], "exp_avg", i);
+        t.exp_avg_sq = import(exp_avg_sqs[i], "exp_avg_sq", i);
+        if (!max_exp_avg_sqs.empty() && max_exp_avg_sqs[i]) {
+            t.max_exp_avg_sq = import(*max_exp_avg_sqs[i], "max_exp_avg_sq", i);
+            t.has_max_exp_avg_sq = true;
+        }
+        t.hparams_index = hparams_index.empty() ? 0 : hparams_index[i];
+    }
+    return tensors;
+}
+
+// The arrays a plan writes (params and state), held by the plan so that they outlive the
+// pointers it keeps, with their counts checked.
+struct HeldArrays {
+    std::vector<Array> params, exp_avgs, exp_avg_sqs;
+    std::vector<std::optional<Array>> max_exp_avg_sqs;
+    std::vector<size_t> hparams_index;
+
+    HeldArrays(std::vector<Array> p, std::vector<Array> m, std::vector<Array> v,
+               std::vector<std::optional<Array>> vmax, std::vector<size_t> index)
+        : params(std::move(p)), exp_avgs(std::move(m)), exp_avg_sqs(std::move(v)),
+          max_exp_avg_sqs(std::move(vmax)), hparams_index(std::move(index)) {
+        check_plan_counts(params.size(), exp_avgs.size(), exp_avg_sqs.size(),
+                          max_exp_avg_sqs.size(), hparams_index.size());
+    }
+
+    // Their TensorRefs (grads unset), each array through import (see import_tensors).
+    template <class Import>
+    std::vector<TensorRef> tensors(Import&& import) const {
+        return import_tensors(params, nullptr, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
+                              hparams_index, import);
+    }
+};
 
 // The core's errors as the Python exceptions docs/errors.md names: ValueError for a bad value,
 // TypeError for a dtype, FloatingPointError for a non-finite grad; RuntimeError for the rest

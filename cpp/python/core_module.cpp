@@ -35,15 +35,8 @@ ArrayRef array_ref(const A& a, const char* role, size_t index) {
         throw Error(ErrorKind::invalid_value, std::string(role) + " " + std::to_string(index) +
                                                   " is not in CPU memory; the CPU core takes "
                                                   "host arrays only");
-    ArrayRef ref;
-    ref.data = const_cast<void*>(static_cast<const void*>(a.data()));
-    ref.dtype = dtype_of(a.dtype(), role, index);
-    ref.ndim = static_cast<int32_t>(a.ndim());
-    ref.shape = a.shape_ptr();
-    ref.strides = a.stride_ptr();
-    return ref;
+    return array_ref_of(a, role, index);
 }
-
 
 // The arrays a step writes (params and state), imported once and held. An optimizer keeps one
 // between steps, so a step imports only its grads.
@@ -51,26 +44,11 @@ class CpuPlan {
 public:
     CpuPlan(std::vector<Array> params, std::vector<Array> exp_avgs, std::vector<Array> exp_avg_sqs,
             std::vector<std::optional<Array>> max_exp_avg_sqs, std::vector<size_t> hparams_index)
-        : params_(std::move(params)),
-          exp_avgs_(std::move(exp_avgs)),
-          exp_avg_sqs_(std::move(exp_avg_sqs)),
-          max_exp_avg_sqs_(std::move(max_exp_avg_sqs)) {
-        const size_t n = params_.size();
-        check_plan_counts(n, exp_avgs_.size(), exp_avg_sqs_.size(), max_exp_avg_sqs_.size(),
-                          hparams_index.size());
-        tensors_.resize(n);
-        for (size_t i = 0; i < n; ++i) {
-            TensorRef& t = tensors_[i];
-            t.param = array_ref(params_[i], "param", i);
-            t.exp_avg = array_ref(exp_avgs_[i], "exp_avg", i);
-            t.exp_avg_sq = array_ref(exp_avg_sqs_[i], "exp_avg_sq", i);
-            if (!max_exp_avg_sqs_.empty() && max_exp_avg_sqs_[i]) {
-                t.max_exp_avg_sq = array_ref(*max_exp_avg_sqs_[i], "max_exp_avg_sq", i);
-                t.has_max_exp_avg_sq = true;
-            }
-            t.hparams_index = hparams_index.empty() ? 0 : hparams_index[i];
-        }
-    }
+        : held_(std::move(params), std::move(exp_avgs), std::move(exp_avg_sqs),
+                std::move(max_exp_avg_sqs), std::move(hparams_index)),
+          tensors_(held_.tensors([](const auto& a, const char* role, size_t i) {
+              return array_ref(a, role, i);
+          })) {}
 
     void step(const std::vector<ReadOnlyArray>& grads, const std::vector<HParamsTuple>& hparams_in,
               bool check_finite) {
@@ -88,8 +66,7 @@ public:
     size_t size() const { return tensors_.size(); }
 
 private:
-    std::vector<Array> params_, exp_avgs_, exp_avg_sqs_;
-    std::vector<std::optional<Array>> max_exp_avg_sqs_;
+    HeldArrays held_;
     std::vector<TensorRef> tensors_;
 };
 

@@ -82,25 +82,33 @@ TensorRef tensor_ref(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, T* max_
     return t;
 }
 
+// Calls visit(array, name) for each array of a tensor that a step uses, named as the C ABI
+// names them (max_exp_avg_sq only with amsgrad).
+template <class Visit>
+void for_each_array(const TensorRef& t, bool amsgrad, const Visit& visit) {
+    const struct {
+        const ArrayRef* array;
+        const char* name;
+    } arrays[] = {{&t.param, "param"}, {&t.grad, "grad"}, {&t.exp_avg, "exp_avg"},
+                  {&t.exp_avg_sq, "exp_avg_sq"}, {&t.max_exp_avg_sq, "max_exp_avg_sq"}};
+    for (const auto& a : arrays)
+        if (a.array != &t.max_exp_avg_sq || amsgrad) visit(*a.array, a.name);
+}
+
 // Rejects a NULL array of a non-empty tensor, named as the caller wrote it: "param" for a single
 // tensor, "params[3]" for entry 3 of a multi-tensor call (the core would say "param 3").
 // Messages are built only on failure: this runs for every tensor of every step.
 inline void require_arrays(const TensorRef& t, bool amsgrad, const size_t* index) {
     const int64_t n = t.param.shape[0];
     if (n == 0) return;
-    const struct {
-        const ArrayRef* array;
-        const char* name;
-    } arrays[] = {{&t.param, "param"}, {&t.grad, "grad"}, {&t.exp_avg, "exp_avg"},
-                  {&t.exp_avg_sq, "exp_avg_sq"}, {&t.max_exp_avg_sq, "max_exp_avg_sq"}};
-    for (const auto& a : arrays) {
-        const bool is_max = a.array == &t.max_exp_avg_sq;
-        if (a.array->data || (is_max && !amsgrad)) continue;
+    for_each_array(t, amsgrad, [&](const ArrayRef& array, const char* name) {
+        if (array.data) return;
+        const bool is_max = &array == &t.max_exp_avg_sq;
         const std::string where = index ? "[" + std::to_string(*index) + "]" : "";
-        invalid(a.name + std::string(index ? "s" : "") + where + " is NULL (" +
+        invalid(name + std::string(index ? "s" : "") + where + " is NULL (" +
                 (index ? "lengths" + where : std::string("n")) + " is " + std::to_string(n) + ")" +
                 (is_max ? " but ADAMCORE_AMSGRAD is set" : ""));
-    }
+    });
 }
 
 // The checks of a single-tensor entry point, then run(tensors, count, hp) (the backend's step).

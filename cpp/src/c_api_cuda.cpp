@@ -44,16 +44,10 @@ struct CudaRun {
         for (size_t i = 0; i < count; ++i) {
             const TensorRef& t = tensors[i];
             if (t.param.shape[0] == 0) continue;
-            const struct {
-                const ArrayRef* array;
-                const char* name;
-            } arrays[] = {{&t.param, "param"}, {&t.grad, "grad"}, {&t.exp_avg, "exp_avg"},
-                          {&t.exp_avg_sq, "exp_avg_sq"}, {&t.max_exp_avg_sq, "max_exp_avg_sq"}};
-            for (const auto& a : arrays) {
-                if (a.array == &t.max_exp_avg_sq && !amsgrad) continue;
-                const std::string name = multi ? std::string(a.name) + "s[" + std::to_string(i) + "]"
-                                               : std::string(a.name);
-                const int d = cuda::device_of_pointer(a.array->data);
+            for_each_array(t, amsgrad, [&](const ArrayRef& array, const char* array_name) {
+                const std::string name = multi ? std::string(array_name) + "s[" + std::to_string(i) + "]"
+                                               : std::string(array_name);
+                const int d = cuda::device_of_pointer(array.data);
                 if (d < 0) invalid(name + " is not CUDA device memory");
                 if (device < 0) {
                     device = d;
@@ -62,7 +56,7 @@ struct CudaRun {
                     invalid(name + " is on CUDA device " + std::to_string(d) + " but " + first +
                             " is on device " + std::to_string(device));
                 }
-            }
+            });
         }
         if (device < 0) return;  // nothing to do
         cuda::adam_step(tensors, count, hp, 1, false, device, stream);

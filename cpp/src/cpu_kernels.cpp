@@ -7,6 +7,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "adamcore/finite.h"
 #include "adamcore/half.h"
 #include "adamcore/update.h"
 #include "cpu_kernels.h"
@@ -210,7 +211,7 @@ template <int C, bool L2, bool AMSGRAD>
 void dense(const DenseTensor& t, int64_t begin, int64_t end, const StepCoeffs& c) {
     using P = typename ComboTypes<C>::P;
     using G = typename ComboTypes<C>::G;
-    using S = std::conditional_t<std::is_same_v<P, double>, double, float>;
+    using S = typename ComboTypes<C>::S;
     P* p = static_cast<P*>(t.param) + begin;
     const G* g = static_cast<const G*>(t.grad) + begin;
     S* m = static_cast<S*>(t.exp_avg) + begin;
@@ -232,16 +233,16 @@ void dense(const DenseTensor& t, int64_t begin, int64_t end, const StepCoeffs& c
     }
 }
 
-// A float is finite unless all of its exponent bits are set. Testing the bits as integers keeps
-// the loop a plain vectorizable OR-reduction (a NaN-aware float compare would stay scalar).
-template <class Bits, Bits exponent_mask>
+// An OR-reduction over the bits (finite.h): a NaN-aware float compare would stay scalar.
+template <class T>
 bool all_finite(const void* data, int64_t n) {
+    using U = typename FloatBits<T>::U;
     const unsigned char* bytes = static_cast<const unsigned char*>(data);
-    Bits infinite = 0;
+    U infinite = 0;
     for (int64_t i = 0; i < n; ++i) {
-        Bits x;
-        std::memcpy(&x, bytes + i * sizeof(Bits), sizeof(Bits));
-        infinite |= static_cast<Bits>((x & exponent_mask) == exponent_mask);
+        U x;
+        std::memcpy(&x, bytes + i * sizeof(U), sizeof(U));
+        infinite |= static_cast<U>(nonfinite_bits<T>(x));
     }
     return infinite == 0;
 }
@@ -256,28 +257,20 @@ void stream_probe(float* __restrict p, const float* __restrict g, float* __restr
     }
 }
 
-template <int C>
-constexpr void fill_combo(KernelTable& table) {
-    table.dense[C][0][0] = &dense<C, false, false>;
-    table.dense[C][0][1] = &dense<C, false, true>;
-    table.dense[C][1][0] = &dense<C, true, false>;
-    table.dense[C][1][1] = &dense<C, true, true>;
-}
-
 constexpr KernelTable make_table() {
     KernelTable table{};
     table.name = ADAMCORE_STR(ADAMCORE_LEVEL);
-    fill_combo<f32>(table);
-    fill_combo<f64>(table);
-    fill_combo<f16_f16>(table);
-    fill_combo<f16_f32>(table);
-    fill_combo<bf16_bf16>(table);
-    fill_combo<bf16_f32>(table);
-    table.all_finite[static_cast<int>(DType::float16)] = &all_finite<uint16_t, 0x7c00>;
-    table.all_finite[static_cast<int>(DType::bfloat16)] = &all_finite<uint16_t, 0x7f80>;
-    table.all_finite[static_cast<int>(DType::float32)] = &all_finite<uint32_t, 0x7f800000u>;
-    table.all_finite[static_cast<int>(DType::float64)] =
-        &all_finite<uint64_t, 0x7ff0000000000000ull>;
+    for_each_combo([&](auto combo) {
+        constexpr int C = decltype(combo)::value;
+        table.dense[C][0][0] = &dense<C, false, false>;
+        table.dense[C][0][1] = &dense<C, false, true>;
+        table.dense[C][1][0] = &dense<C, true, false>;
+        table.dense[C][1][1] = &dense<C, true, true>;
+    });
+    table.all_finite[static_cast<int>(DType::float16)] = &all_finite<float16>;
+    table.all_finite[static_cast<int>(DType::bfloat16)] = &all_finite<bfloat16>;
+    table.all_finite[static_cast<int>(DType::float32)] = &all_finite<float>;
+    table.all_finite[static_cast<int>(DType::float64)] = &all_finite<double>;
     table.stream_probe = &stream_probe;
     return table;
 }

@@ -6,24 +6,12 @@
 
 #include <cstdint>
 
+#include "adamcore/combos.h"
 #include "adamcore/core.hpp"
 #include "adamcore/half.h"
 #include "adamcore/update.h"
 
 namespace adamcore::cpu {
-
-// The (param, grad) dtype pairs the kernels accept; state is float32, or float64 for float64.
-enum Combo : int { f32, f64, f16_f16, f16_f32, bf16_bf16, bf16_f32, combo_count };
-
-// The storage types of a combo's parameter (P) and gradient (G).
-template <int C>
-struct ComboTypes;
-template <> struct ComboTypes<f32> { using P = float; using G = float; };
-template <> struct ComboTypes<f64> { using P = double; using G = double; };
-template <> struct ComboTypes<f16_f16> { using P = float16; using G = float16; };
-template <> struct ComboTypes<f16_f32> { using P = float16; using G = float; };
-template <> struct ComboTypes<bf16_bf16> { using P = bfloat16; using G = bfloat16; };
-template <> struct ComboTypes<bf16_f32> { using P = bfloat16; using G = float; };
 
 // The scalars of one step in both arithmetic types; a kernel reads the one it computes in.
 struct StepCoeffs {

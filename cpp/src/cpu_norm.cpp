@@ -19,7 +19,9 @@
 #include <utility>
 #include <vector>
 
+#include "adamcore/finite.h"
 #include "adamcore/half.h"
+#include "adamcore/strided.h"
 
 #if defined(_OPENMP)
 #include <omp.h>
@@ -49,40 +51,17 @@ inline double as_double(T x) {
     return static_cast<double>(widen(x));
 }
 
-// max |x| on the bit patterns: with the sign bit cleared, the order of the unsigned integers is
-// the order of the magnitudes, and every NaN lies above inf. An integer max is exact in any order,
-// so the compiler vectorizes it (a floating-point max with NaN handling it would not).
-template <class T>
-struct Bits;
-template <>
-struct Bits<float16> {
-    using U = uint16_t;
-    static constexpr U mask = 0x7fff, inf = 0x7c00;
-};
-template <>
-struct Bits<bfloat16> {
-    using U = uint16_t;
-    static constexpr U mask = 0x7fff, inf = 0x7f80;
-};
-template <>
-struct Bits<float> {
-    using U = uint32_t;
-    static constexpr U mask = 0x7fffffffu, inf = 0x7f800000u;
-};
-template <>
-struct Bits<double> {
-    using U = uint64_t;
-    static constexpr U mask = 0x7fffffffffffffffull, inf = 0x7ff0000000000000ull;
-};
-
+// max |x| on the bit patterns (finite.h): with the sign bit cleared, the order of the unsigned
+// integers is the order of the magnitudes, and every NaN lies above inf. An integer max is exact
+// in any order, so the compiler vectorizes it (a floating-point max with NaN handling it would not).
 template <class T>
 double max_abs(const T* ptr, int64_t n, int64_t step) {
-    using U = typename Bits<T>::U;
+    using U = typename FloatBits<T>::U;
     U m = 0;
     auto take = [&m](const T* at) {
         U u;
         std::memcpy(&u, at, sizeof u);
-        u &= Bits<T>::mask;
+        u &= FloatBits<T>::magnitude;
         m = u > m ? u : m;
     };
     if (step == 1) {
@@ -90,7 +69,7 @@ double max_abs(const T* ptr, int64_t n, int64_t step) {
     } else {
         for (int64_t i = 0; i < n; ++i) take(ptr + i * step);
     }
-    if (m > Bits<T>::inf) return std::numeric_limits<double>::quiet_NaN();
+    if (m > FloatBits<T>::exponent) return std::numeric_limits<double>::quiet_NaN();
     T value;
     std::memcpy(&value, &m, sizeof m);
     return as_double(value);
@@ -142,28 +121,12 @@ void scale_run(T* ptr, int64_t n, int64_t step, double factor) {
 // one innermost-dimension run at a time.
 template <class T, class Run>
 void walk_strided(const ArrayRef& a, int64_t begin, int64_t end, Run run) {
-    const int32_t nd = a.ndim;
-    const int64_t inner = a.shape[nd - 1];
-    const int64_t inner_stride = stride_of(a, nd - 1);
-    std::vector<int64_t> idx(static_cast<size_t>(nd), 0);
-    int64_t rest = begin;
-    for (int32_t d = nd - 1; d >= 0; --d) {
-        idx[d] = rest % a.shape[d];
-        rest /= a.shape[d];
-    }
-    int64_t pos = begin;
-    while (pos < end) {
-        int64_t offset = 0;
-        for (int32_t d = 0; d < nd; ++d) offset += idx[d] * stride_of(a, d);
-        const int64_t count = std::min(inner - idx[nd - 1], end - pos);
-        run(static_cast<T*>(a.data) + offset, count, inner_stride);
-        pos += count;
-        idx[nd - 1] += count;
-        for (int32_t d = nd - 1; d > 0 && idx[d] == a.shape[d]; --d) {
-            idx[d] = 0;
-            ++idx[d - 1];
-        }
-    }
+    std::vector<int64_t> strides;
+    append_strides(a, strides);
+    const int64_t inner_stride = strides.back();
+    walk_runs<1>(a.ndim, a.shape, strides.data(), begin, end, [&](const int64_t* off, int64_t count) {
+        run(static_cast<T*>(a.data) + off[0], count, inner_stride);
+    });
 }
 
 template <class T, class Run>

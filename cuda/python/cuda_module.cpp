@@ -58,13 +58,11 @@ public:
                             std::to_string(id) + " but " + first_ + " is on cuda:" +
                             std::to_string(device_) + "; one step takes one device");
         }
-        ArrayRef ref;
-        ref.data = const_cast<void*>(static_cast<const void*>(a.data()));
-        ref.dtype = dtype_of(a.dtype(), role, index);
-        ref.ndim = static_cast<int32_t>(a.ndim());
-        ref.shape = a.shape_ptr();
-        ref.strides = a.stride_ptr();
-        return ref;
+        return array_ref_of(a, role, index);
+    }
+    // As a callable for import_tensors.
+    auto adder() {
+        return [this](const auto& a, const char* role, size_t i) { return add(a, role, i); };
     }
     // The device of the call (0 when it has no arrays).
     int device() const { return device_ < 0 ? 0 : device_; }
@@ -87,34 +85,18 @@ class CudaPlan {
 public:
     CudaPlan(std::vector<Array> params, std::vector<Array> exp_avgs, std::vector<Array> exp_avg_sqs,
              std::vector<std::optional<Array>> max_exp_avg_sqs, std::vector<size_t> hparams_index)
-        : params_(std::move(params)),
-          exp_avgs_(std::move(exp_avgs)),
-          exp_avg_sqs_(std::move(exp_avg_sqs)),
-          max_exp_avg_sqs_(std::move(max_exp_avg_sqs)) {
-        const size_t n = params_.size();
-        check_plan_counts(n, exp_avgs_.size(), exp_avg_sqs_.size(), max_exp_avg_sqs_.size(),
-                          hparams_index.size());
-        std::vector<TensorRef> tensors(n);
-        for (size_t i = 0; i < n; ++i) {
-            TensorRef& t = tensors[i];
-            t.param = importer_.add(params_[i], "param", i);
-            t.exp_avg = importer_.add(exp_avgs_[i], "exp_avg", i);
-            t.exp_avg_sq = importer_.add(exp_avg_sqs_[i], "exp_avg_sq", i);
-            if (!max_exp_avg_sqs_.empty() && max_exp_avg_sqs_[i]) {
-                t.max_exp_avg_sq = importer_.add(*max_exp_avg_sqs_[i], "max_exp_avg_sq", i);
-                t.has_max_exp_avg_sq = true;
-            }
-            t.hparams_index = hparams_index.empty() ? 0 : hparams_index[i];
-        }
+        : held_(std::move(params), std::move(exp_avgs), std::move(exp_avg_sqs),
+                std::move(max_exp_avg_sqs), std::move(hparams_index)) {
+        const std::vector<TensorRef> tensors = held_.tensors(importer_.adder());
         device_ = importer_.device();
-        plan_ = std::make_unique<cuda::Plan>(tensors.data(), n, device_);
+        plan_ = std::make_unique<cuda::Plan>(tensors.data(), tensors.size(), device_);
     }
 
     void step(const std::vector<ReadOnlyArray>& grads, const std::vector<HParamsTuple>& hparams_in,
               bool check_finite, uintptr_t stream) {
         check_count(grads.size(), plan_->size(), "grads");
         Importer importer;
-        if (!params_.empty()) importer.expect(device_, "param 0");
+        if (!held_.params.empty()) importer.expect(device_, "param 0");
         std::vector<ArrayRef> refs(grads.size());
         for (size_t i = 0; i < grads.size(); ++i) refs[i] = importer.add(grads[i], "grad", i);
         const std::vector<adamcore_hparams> hparams = to_hparams(hparams_in);
@@ -127,8 +109,7 @@ public:
     int device() const { return device_; }
 
 private:
-    std::vector<Array> params_, exp_avgs_, exp_avg_sqs_;
-    std::vector<std::optional<Array>> max_exp_avg_sqs_;
+    HeldArrays held_;
     Importer importer_;
     int device_ = 0;
     std::unique_ptr<cuda::Plan> plan_;
@@ -143,19 +124,8 @@ void adam_step(std::vector<Array> params, const std::vector<ReadOnlyArray>& grad
     check_plan_counts(n, exp_avgs.size(), exp_avg_sqs.size(), max_exp_avg_sqs.size(),
                       hparams_index.size());
     Importer importer;
-    std::vector<TensorRef> tensors(n);
-    for (size_t i = 0; i < n; ++i) {
-        TensorRef& t = tensors[i];
-        t.param = importer.add(params[i], "param", i);
-        t.grad = importer.add(grads[i], "grad", i);
-        t.exp_avg = importer.add(exp_avgs[i], "exp_avg", i);
-        t.exp_avg_sq = importer.add(exp_avg_sqs[i], "exp_avg_sq", i);
-        if (!max_exp_avg_sqs.empty() && max_exp_avg_sqs[i]) {
-            t.max_exp_avg_sq = importer.add(*max_exp_avg_sqs[i], "max_exp_avg_sq", i);
-            t.has_max_exp_avg_sq = true;
-        }
-        t.hparams_index = hparams_index.empty() ? 0 : hparams_index[i];
-    }
+    const std::vector<TensorRef> tensors = import_tensors(
+        params, &grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, hparams_index, importer.adder());
     const std::vector<adamcore_hparams> hparams = to_hparams(hparams_in);
     nb::gil_scoped_release release;
     cuda::adam_step(tensors.data(), n, hparams.data(), hparams.size(), check_finite,

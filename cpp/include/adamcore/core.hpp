@@ -60,6 +60,13 @@ private:
     ErrorKind kind_;
 };
 
+// The error of a step whose finite check found inf or NaN in grad `index` (every backend's).
+inline Error nonfinite_grad_error(int64_t index) {
+    return Error(ErrorKind::not_finite, "grad " + std::to_string(index) +
+                                            " holds inf or NaN (check_finite is on); "
+                                            "nothing was updated");
+}
+
 // Throws Error(invalid_value) naming the first hyperparameter out of range.
 void validate_hparams(const adamcore_hparams& hp);
 
