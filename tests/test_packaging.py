@@ -33,14 +33,16 @@ def test_installed_metadata_carries_the_licence():
 
 @pytest.mark.skipif(not (ROOT / "pyproject.toml").exists(), reason="needs the source tree")
 def test_wheel_ships_licence_and_stubs(tmp_path):
-    """A real wheel build (no isolation, CPU only; the build directory is reused)."""
+    """A real wheel build, CPU only (the build directory is reused between runs); without
+    isolation where the build backend is installed (a developer's venv), else pip fetches it."""
+    import importlib.util
+
+    local = all(importlib.util.find_spec(m) for m in ("scikit_build_core", "nanobind"))
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "-q",
-         "-w", str(tmp_path), "-Cbuild-dir=build/test-wheel",
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path),
+         *(["--no-build-isolation"] if local else []), "-Cbuild-dir=build/test-wheel",
          "-Ccmake.define.ADAMCORE_CUDA=OFF", str(ROOT)],
         cwd=ROOT, capture_output=True, text=True, timeout=1200)
-    if done.returncode != 0 and "No module named" in done.stderr:
-        pytest.skip(f"cannot build a wheel without isolation here: {done.stderr[-300:]}")
     assert done.returncode == 0, done.stderr[-3000:]
     (wheel,) = tmp_path.glob("adamcore-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
