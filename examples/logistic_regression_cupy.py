@@ -28,7 +28,7 @@ except ImportError:
 def gpu_missing():
     """Why this example cannot run here, or None."""
     if cp is None:
-        return "CuPy is not installed (pip install cupy-cuda12x, or the build for your CUDA)"
+        return "CuPy is not installed (pip install cupy-cuda13x: CUDA 13, as adamcore's build)"
     try:
         count = cp.cuda.runtime.getDeviceCount()
     except cp.cuda.runtime.CUDARuntimeError as e:

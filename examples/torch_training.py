@@ -14,7 +14,10 @@ import copy
 import sys
 import time
 
-import torch
+try:
+    import torch
+except ImportError:
+    sys.exit("this example needs PyTorch: pip install torch (or pip install 'adamcore[test]')")
 from synthetic_data import make_classification
 
 try:

@@ -144,7 +144,7 @@ def test_cli_quick_json(tmp_path):
     path = tmp_path / "out.json"
     proc = subprocess.run([sys.executable, "-m", "adamcore", "bench", "--quick", "--device", "cpu",
                            "--cases", "4096", "--budget", "0.01", "--json", str(path)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "cpu fp32 4096" in proc.stdout and "probe (roofline)" in proc.stdout
     assert "[1/1] cpu fp32 4096" in proc.stderr  # the progress line
@@ -152,3 +152,116 @@ def test_cli_quick_json(tmp_path):
     assert data["settings"]["quick"] is True
     assert {r["case"] for r in data["rows"]} == {"cpu fp32 4096, %d thread%s" % (
         data["machine"]["cores"], "s" if data["machine"]["cores"] > 1 else "")}
+
+
+def bench_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "adamcore", "bench", "--quick", "--device",
+                           "cpu", "--budget", "0.01", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def test_cases_ignore_case_and_say_what_matched(tmp_path):
+    every = cases.default_cases("cpu", quick=True, cores=2)
+    assert cases.select(every, ["BF16"]) == [c for c in every if "bf16" in c.name]
+    assert cases.unmatched(every, ["bf16", "NOPE"]) == ["nope"]
+    proc = bench_cli("--cases", "FP32 4096", "--out", "", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "--cases FP32 4096: 1 case: cpu fp32 4096" in proc.stdout
+
+
+def test_a_pattern_matching_no_case_fails_clearly(tmp_path):
+    proc = bench_cli("--cases", "4096,nothing-like-this", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "'nothing-like-this' matches no case" in proc.stderr
+    assert "cpu fp32 4096" in proc.stderr  # the cases there are
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "bench-results").exists()
+
+
+def test_default_outputs_and_what_to_install(tmp_path):
+    proc = bench_cli("--cases", "4096", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out_dir = tmp_path / "bench-results"
+    data = json.loads((out_dir / "bench.json").read_text())
+    assert f"wrote {out_dir / 'bench.json'}" in proc.stdout
+    if peers.have("matplotlib"):
+        assert f"wrote {out_dir / 'bench.png'}" in proc.stdout
+        assert (out_dir / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert "no plot: matplotlib is not installed (pip install matplotlib)" in proc.stdout
+    # one line per peer that did not run, naming what to install
+    for impl, package in (("torch fused", "torch"), ("torch-optimi", "torch-optimi")):
+        module = "optimi" if package == "torch-optimi" else package
+        if not peers.have(module):
+            assert f"not run: {impl}: {module} is not installed (pip install {package})" \
+                in proc.stdout
+    assert "not run: DeepSpeed CPU Adam" in proc.stdout  # never in --quick
+    # the rows and the percentages are explained where the user reads
+    for words in ('"copy" is a plain threaded', '"adamcore raw core" is the compiled step',
+                  "Above 100% of the probe"):
+        assert words in proc.stdout
+    assert data["rows"]
+
+
+def test_json_records_adamcore_build_not_the_current_directory(tmp_path):
+    # a git repository in the current directory must not be taken for adamcore's source
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=x", "-c", "user.email=x@x",
+                    "commit", "-q", "--allow-empty", "-m", "unrelated"], check=True)
+    unrelated = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    proc = bench_cli("--cases", "4096", "--json", "r.json", "--out", "", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert "git_commit" not in data
+    assert data["build"]["version"] == adamcore.__version__
+    assert unrelated not in json.dumps(data)
+
+
+def test_help_documents_budget_as_seconds_and_explains_rows():
+    proc = subprocess.run([sys.executable, "-m", "adamcore", "bench", "--help"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    text = " ".join(proc.stdout.split())
+    assert "--budget SECONDS seconds of interleaved timing rounds per case" in text
+    assert "rounds per case (default" not in text.replace("timing rounds per case, at", "")
+    assert '"copy" is a plain threaded copy' in text and "Above 100% of the probe" in text
+
+
+def test_budget_is_seconds(tmp_path):
+    case = cases.Case("cpu", (4096,), threads=1)
+    rows = runner.run_case(case, quick=True, budget_s=0.3, sample_s=1e-4,
+                           progress=lambda text: None)
+    ours = next(r for r in rows if r["impl"] == "adamcore")
+    assert ours["samples"] > 6  # 0.3 s of rounds, not 0.3 rounds
+
+
+def test_plot_title_fits_and_legend_is_outside(result, tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    saved = {}
+    real_savefig = plt.Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        saved["fig"] = fig
+        return real_savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = keep
+    try:
+        assert report.write_plot(str(tmp_path / "p.png"), result) is None
+    finally:
+        plt.Figure.savefig = real_savefig
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = saved["fig"]
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    ax = fig.axes[0]
+    box = fig.bbox
+    title = ax.title.get_window_extent(renderer)
+    assert box.x0 <= title.x0 and title.x1 <= box.x1, "the title is clipped"
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert legend.x0 >= ax.get_window_extent(renderer).x1, "the legend covers the bars"
+    assert legend.x1 <= box.x1, "the legend is clipped"

@@ -21,3 +21,9 @@ def test_simd_environment_variable_picks_the_level():
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True, env={"ADAMCORE_SIMD": "baseline", "PATH": ""}).stdout
     assert out.strip() == "baseline"
+
+
+def test_version_flag():
+    done = subprocess.run([sys.executable, "-m", "adamcore", "--version"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == f"adamcore {adamcore.__version__}"

@@ -149,3 +149,19 @@ def test_torch_training(tmp_path):
     assert len(accuracies) == 2 and min(accuracies) > 0.9, out
     gap = float(re.search(r"parameters: (\S+)", out).group(1))
     assert gap < 1e-3, out  # adamcore.torch.AdamW follows torch.optim.AdamW's trajectory
+
+
+def test_torch_training_without_torch_says_what_to_install(tmp_path):
+    path = str(EXAMPLES / "torch_training.py")
+    code = (f"import runpy, sys; sys.modules['torch'] = None; sys.argv = [{path!r}]; "
+            f"sys.path.insert(0, {str(EXAMPLES)!r}); runpy.run_path({path!r}, run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=180)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "needs PyTorch: pip install torch" in done.stderr
+
+
+def test_cupy_hint_names_the_cuda_of_the_build():
+    text = (EXAMPLES / "logistic_regression_cupy.py").read_text()
+    assert "cupy-cuda13x" in text and "cupy-cuda12x" not in text

@@ -1,4 +1,4 @@
-"""python -m adamcore: `info` (what this install can do) and `bench` (docs/performance.md).
+"""python -m adamcore: `info` (what this install can do) and `bench` (adamcore against its peers; docs/performance.md).
 
 For C and C++ builds against the C ABI: --include-dir, --cmake-dir and --library print where the
 header, the CMake package and libadamcore are.
@@ -37,6 +37,9 @@ def info_lines() -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adamcore", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    import adamcore
+
+    parser.add_argument("--version", action="version", version=f"adamcore {adamcore.__version__}")
     locations = parser.add_argument_group("the C ABI (one line each, in this order)")
     locations.add_argument("--include-dir", action="store_true",
                            help="the directory holding adamcore/adamcore.h")
@@ -45,18 +48,32 @@ def main(argv: list[str] | None = None) -> int:
     locations.add_argument("--library", action="store_true", help="the path of libadamcore")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("info", help="version, backends, SIMD levels, threads")
-    bench = sub.add_parser("bench", help="time adamcore against its peers and the roofline")
+    from .bench.report import EXPLANATION
+
+    bench = sub.add_parser("bench", help="time adamcore against its peers and the roofline",
+                           description="Times adamcore against NumPy, torch, DeepSpeed, "
+                           "torch-optimi (those installed: pip install 'adamcore[bench]') and "
+                           "the memory roofline, prints a table, and writes its JSON and PNG "
+                           "into --out.",
+                           epilog=EXPLANATION, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_argument("--quick", action="store_true",
                        help="small sizes and short rounds: under a minute")
     bench.add_argument("--device", choices=("cpu", "cuda"),
                        help="only this device (default: the CPU, and CUDA when a GPU is seen)")
     bench.add_argument("--cases", metavar="TEXT[,TEXT...]",
-                       help="only the cases whose name contains one of these, e.g. '64M,bf16'")
+                       help="only the cases whose name contains one of these, ignoring case, "
+                       "e.g. '64m,bf16'; a pattern that matches no case is an error")
+    bench.add_argument("--out", metavar="DIR", default="bench-results",
+                       help="where bench.json and bench.png go (default: bench-results/ in the "
+                       "current directory; '' writes neither unless --json/--plot say where)")
     bench.add_argument("--json", metavar="PATH", help="write the results (with the machine, "
-                       "versions and commit) as JSON")
-    bench.add_argument("--plot", metavar="PATH", help="draw a PNG (needs matplotlib)")
+                       "versions and adamcore's build) as JSON here instead")
+    bench.add_argument("--plot", metavar="PATH", help="draw the PNG here instead "
+                       "(needs matplotlib)")
     bench.add_argument("--budget", type=float, metavar="SECONDS",
-                       help="timing rounds per case (default: 6, or 0.6 with --quick)")
+                       help="seconds of interleaved timing rounds per case, at least 3 rounds "
+                       "(5 without --quick) whatever the budget (default: 6, or 0.6 with "
+                       "--quick)")
     args = parser.parse_args(argv)
 
     if args.include_dir or args.cmake_dir or args.library:
@@ -80,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return bench_main(device=args.device, quick=args.quick,
                           patterns=args.cases.split(",") if args.cases else None,
-                          json_path=args.json, plot_path=args.plot, budget_s=args.budget)
+                          json_path=args.json, plot_path=args.plot, budget_s=args.budget,
+                          out_dir=args.out)
     parser.print_help()
     return 0

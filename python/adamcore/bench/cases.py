@@ -102,8 +102,18 @@ def default_cases(device: str, quick: bool, cores: int) -> list[Case]:
     raise ValueError(f"unknown device {device!r}")
 
 
+def _wanted(patterns: list[str] | None) -> list[str]:
+    return [p.strip().lower() for p in patterns or () if p.strip()]
+
+
 def select(cases: list[Case], patterns: list[str] | None) -> list[Case]:
-    """The cases whose name contains any of the patterns (all cases without patterns)."""
-    if not patterns:
+    """The cases whose name contains any of the patterns, ignoring case (all without patterns)."""
+    wanted = _wanted(patterns)
+    if not wanted:
         return cases
-    return [c for c in cases if any(p.strip() in c.name for p in patterns if p.strip())]
+    return [c for c in cases if any(p in c.name.lower() for p in wanted)]
+
+
+def unmatched(cases: list[Case], patterns: list[str] | None) -> list[str]:
+    """The patterns that match no case's name."""
+    return [p for p in _wanted(patterns) if not any(p in c.name.lower() for c in cases)]

@@ -63,7 +63,7 @@ def make_work(case: Case, seed: int = 0) -> Work:
     if case.device == "cpu":
         if case.dtype == "bfloat16" or case.grad_dtype == "bfloat16":
             if not have("torch"):
-                raise Skip("bfloat16 arrays need torch")
+                raise Skip("bfloat16 arrays need torch (pip install torch)")
             import torch
 
             def tensor(n, dtype):
@@ -90,7 +90,7 @@ def make_work(case: Case, seed: int = 0) -> Work:
 
             return Work(case, "torch", [cuda(n, case.dtype) for n in case.sizes],
                         [cuda(n, case.grad_dtype) for n in case.sizes])
-    raise Skip("a CUDA case needs CuPy or torch with CUDA")
+    raise Skip("a CUDA case needs CuPy (pip install cupy-cuda13x) or torch with CUDA")
 
 
 def to_torch(x):
@@ -284,13 +284,14 @@ class _TorchOptim(Peer):
 
     devices = ("cpu", "cuda")
     module = "torch"
+    package = "torch"  # what pip installs as module
 
     def make(self, params):
         raise NotImplementedError
 
     def setup(self, work):
         if not have(self.module):
-            raise Skip(f"{self.module} is not installed")
+            raise Skip(f"{self.module} is not installed (pip install {self.package})")
         params = [to_torch(p) for p in work.params]
         grads = [to_torch(g) for g in work.grads]
         for p, g in zip(params, grads):
@@ -321,6 +322,7 @@ class TorchForeach(_TorchOptim):
 
 class DeepSpeedCpuAdam(_TorchOptim):
     name, devices, module = "DeepSpeed CPU Adam", ("cpu",), "deepspeed"
+    package = "deepspeed"
     quick = False  # builds its C++ op on first use (a minute or more on two cores)
 
     def make(self, params):
@@ -331,7 +333,7 @@ class DeepSpeedCpuAdam(_TorchOptim):
 
 
 class TorchOptimi(_TorchOptim):
-    name, module = "torch-optimi", "optimi"
+    name, module, package = "torch-optimi", "optimi", "torch-optimi"
 
     def make(self, params):
         import optimi
@@ -409,7 +411,8 @@ class CupyKernel(Peer):
 
     def setup(self, work):
         if work.lib != "cupy":
-            raise Skip("CuPy is not installed" if not have("cupy") else "CuPy has no bfloat16")
+            raise Skip("CuPy is not installed (pip install cupy-cuda13x)" if not have("cupy")
+                       else "CuPy has no bfloat16")
         import cupy
 
         kernel = cupy.ElementwiseKernel(

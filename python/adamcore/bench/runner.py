@@ -8,7 +8,6 @@ import datetime
 import gc
 import os
 import platform
-import subprocess
 import sys
 from importlib import metadata
 
@@ -65,16 +64,31 @@ def versions() -> dict:
     return out
 
 
-def git_commit() -> str | None:
-    """The commit of the source tree the bench runs from (the current directory's checkout)."""
+def build_info() -> dict:
+    """The installed adamcore's version and the commit it was built from. The commit comes from
+    the build (a generated adamcore/_build_info.py, where the build writes one) or from pip's
+    record of a VCS install (direct_url.json); None when neither says. Never from the current
+    directory, which may be any repository."""
+    import adamcore
+
+    commit, source = None, None
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return head + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
+        from adamcore import _build_info  # type: ignore[attr-defined]
+
+        commit, source = getattr(_build_info, "commit", None) or None, "build"
+    except ImportError:
+        pass
+    if commit is None:
+        try:
+            import json
+
+            text = metadata.distribution("adamcore").read_text("direct_url.json")
+            vcs = json.loads(text).get("vcs_info", {}) if text else {}
+            commit, source = vcs.get("commit_id"), "direct_url.json" if vcs else None
+        except (metadata.PackageNotFoundError, ValueError):
+            pass
+    return {"version": adamcore.__version__, "commit": commit,
+            "commit_source": source if commit else None}
 
 
 def _load_average() -> float | None:
@@ -212,15 +226,32 @@ def devices(wanted: str | None) -> list[str]:
     return ["cpu"] + (["cuda"] if gpu_names() else [])
 
 
+class NoCases(ValueError):
+    """Some --cases patterns match no case."""
+
+    def __init__(self, patterns: list[str], cases: list):
+        self.patterns, self.cases = patterns, cases
+        super().__init__(
+            f"--cases: {', '.join(repr(p) for p in patterns)} "
+            f"match{'es' if len(patterns) == 1 else ''} no case; the cases here are: "
+            + "; ".join(c.name for c in cases))
+
+
 def run(device: str | None = None, quick: bool = False, patterns: list[str] | None = None,
         budget_s: float | None = None, case_list: list | None = None,
         stream=sys.stderr) -> dict:
     """Runs the bench and returns its result (the JSON's content)."""
     budget = budget_s if budget_s is not None else (0.6 if quick else 6.0)
     sample_s = 0.002 if quick else 0.005
-    todo = case_list if case_list is not None else [
-        c for d in devices(device)
-        for c in cases_mod.select(cases_mod.default_cases(d, quick, usable_cores()), patterns)]
+    if case_list is not None:
+        todo = case_list
+    else:
+        every = [c for d in devices(device)
+                 for c in cases_mod.default_cases(d, quick, usable_cores())]
+        todo = cases_mod.select(every, patterns)
+        missing = cases_mod.unmatched(every, patterns)
+        if missing:
+            raise NoCases(missing, every)
     progress = Progress(stream, len(todo))
     load_before = _load_average()
     rows = []
@@ -237,7 +268,7 @@ def run(device: str | None = None, quick: bool = False, patterns: list[str] | No
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "versions": versions(),
-        "git_commit": git_commit(),
+        "build": build_info(),
         "settings": {"quick": quick, "budget_s": budget, "sample_s": sample_s,
                      "cases": patterns or None, "device": device,
                      # how busy the machine was (other processes disturb the timings)
@@ -246,21 +277,42 @@ def run(device: str | None = None, quick: bool = False, patterns: list[str] | No
     }
 
 
+DEFAULT_OUT = "bench-results"
+
+
 def main(device=None, quick=False, patterns=None, json_path=None, plot_path=None,
-         budget_s=None) -> int:
-    result = run(device, quick, patterns, budget_s)
+         budget_s=None, out_dir=DEFAULT_OUT) -> int:
+    """The command: runs, prints the table, writes the JSON and the PNG (by default into
+    bench-results/ in the current directory) and says where."""
+    try:
+        result = run(device, quick, patterns, budget_s)
+    except NoCases as e:
+        print(f"python -m adamcore bench: {e}", file=sys.stderr)
+        return 2
     m = result["machine"]
-    print(f"adamcore {result['versions'].get('adamcore')} bench on {m['cpu']} "
+    print(f"adamcore {result['build']['version']} bench on {m['cpu']} "
           f"({m['cores']} cores, SIMD {m['simd']})" + (f", GPU {m['gpu']}" if m["gpu"] else ""))
+    if patterns:
+        names = list(dict.fromkeys(r["case"] for r in result["rows"]))
+        print(f"--cases {','.join(patterns)}: {len(names)} case"
+              f"{'s' if len(names) != 1 else ''}: {'; '.join(names)}")
     print("time/step: median of interleaved rounds; GB/s: bytes each implementation must move "
           "(fp32: 28 B/element) / time; % probe: of the roofline probe's GB/s; vs best peer: "
           "the fastest peer's time / this time\n")
     print(report.table(result["rows"]))
+    print(report.EXPLANATION + "\n")
+    for line in report.skipped_lines(result["rows"]):
+        print(line)
+    if out_dir and (json_path is None or plot_path is None):
+        os.makedirs(out_dir, exist_ok=True)
+        json_path = json_path or os.path.join(out_dir, "bench.json")
+        plot_path = plot_path or os.path.join(out_dir, "bench.png")
     if json_path:
         report.write_json(json_path, result)
-        print(f"wrote {json_path}")
+        print(f"wrote {os.path.abspath(json_path)}")
     if plot_path:
         why = report.write_plot(plot_path, result)
-        print(f"no plot: {why}" if why else f"wrote {plot_path}")
+        print(f"no plot: {why} (pip install matplotlib)" if why
+              else f"wrote {os.path.abspath(plot_path)}")
     errors = [r for r in result["rows"] if r["status"] == "error"]
     return 1 if errors and all(r["status"] != "ok" for r in result["rows"]) else 0

@@ -1,0 +1,78 @@
+"""adamcore's CPU core: one Adam/AdamW step over many arrays, SIMD and threaded.
+
+Type stubs for the nanobind extension adamcore._core (cpp/python/core_module.cpp). Arrays are
+taken through DLPack, so any array with ``__dlpack__`` (NumPy, torch CPU tensors, ...) is
+accepted; arrays the core writes are never converted or copied.
+"""
+
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any, Protocol
+
+class _DLPackArray(Protocol):
+    """Any array that exports itself through DLPack."""
+
+    def __dlpack__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __dlpack_device__(self) -> tuple[int, int]: ...
+
+# (lr, beta1, beta2, eps, weight_decay, max_lr, step, flags); flags: the bit constants below
+_HParams = tuple[float, float, float, float, float, float, int, int]
+
+DECOUPLED_WEIGHT_DECAY: int
+DECOUPLE_LR: int
+AMSGRAD: int
+MAXIMIZE: int
+version: int
+"""The C ABI version, 10000 * major + 100 * minor + patch."""
+openmp: bool
+
+class CpuPlan:
+    """The params and state of a step, imported once; step() takes the grads."""
+
+    def __init__(self, params: Sequence[_DLPackArray], exp_avgs: Sequence[_DLPackArray],
+                 exp_avg_sqs: Sequence[_DLPackArray],
+                 max_exp_avg_sqs: Sequence[_DLPackArray | None],
+                 hparams_index: Sequence[int]) -> None: ...
+    def step(self, grads: Sequence[_DLPackArray], hparams: Sequence[_HParams],
+             check_finite: bool = False) -> None: ...
+    def __len__(self) -> int: ...
+
+def adam_step(params: Sequence[_DLPackArray], grads: Sequence[_DLPackArray],
+              exp_avgs: Sequence[_DLPackArray], exp_avg_sqs: Sequence[_DLPackArray],
+              max_exp_avg_sqs: Sequence[_DLPackArray | None], hparams_index: Sequence[int],
+              hparams: Sequence[_HParams], check_finite: bool = False) -> None:
+    """One step over all tensors: validates everything, then updates in place."""
+
+def first_nonfinite(arrays: Sequence[_DLPackArray]) -> int:
+    """Index of the first array holding inf or NaN, or -1 when all are finite."""
+
+def total_norm(arrays: Sequence[_DLPackArray], ord: float) -> float:
+    """The ord-norm of all arrays together (inf: max |x|), accumulated in float64."""
+
+def scale(arrays: Sequence[_DLPackArray], factor: float) -> None:
+    """Multiplies every array by factor in place."""
+
+def get_num_threads() -> int: ...
+def set_num_threads(n: int) -> None: ...
+def compiled_simd_levels() -> list[str]: ...
+def supported_simd_levels() -> list[str]: ...
+def simd_level() -> str: ...
+def set_simd_level(name: str) -> None: ...
+
+def stream_probe(p: _DLPackArray, g: _DLPackArray, m: _DLPackArray, v: _DLPackArray) -> None:
+    """Roofline probe: the step's memory traffic (4 read, 3 written) with trivial arithmetic.
+    Contiguous float32 CPU arrays of one size."""
+
+def copy(dst: _DLPackArray, src: _DLPackArray) -> None:
+    """Threaded copy of contiguous float32 CPU arrays, for the bench's roofline."""
+
+class _TestingModule(ModuleType):
+    """Index arithmetic of the CPU step, for tests."""
+
+    def chunks(self, total: int, threads: int) -> list[tuple[int, int]]: ...
+    def pieces(self, counts: Sequence[int], begin: int,
+               end: int) -> list[tuple[int, int, int]]: ...
+    def strided_offsets(self, shape: Sequence[int], strides: Sequence[int], begin: int,
+                        end: int) -> list[int]: ...
+
+_testing: _TestingModule
