@@ -1,4 +1,5 @@
-"""python -m adamcore: `info` (what this install can do) and `bench` (adamcore against its peers; docs/performance.md).
+"""python -m adamcore: `info` (what this install can do) and `bench` (adamcore against its peers;
+docs/performance.md).
 
 For C and C++ builds against the C ABI: --include-dir, --cmake-dir and --library print where the
 header, the CMake package and libadamcore are.
