@@ -239,3 +239,26 @@ def test_two_optimizers_on_disjoint_params_step_concurrently():
         t.join()
     assert not errors
     np.testing.assert_allclose(xs[0], xs[1])
+
+
+# ---- what a new user types first ---------------------------------------------------------------
+def test_step_without_grads_points_to_the_dropin():
+    opt = adamcore.Adam([np.zeros(3)])
+    with pytest.raises(TypeError, match=r"needs the grads.*adamcore\.torch\.Adam"):
+        opt.step()
+
+
+def test_torch_grad_none_names_the_grad_and_the_dropin():
+    torch = pytest.importorskip("torch")
+    w = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))]
+    opt = adamcore.AdamW(w)
+    with pytest.raises(ValueError, match=r"grad 1 is None.*adamcore\.torch\.AdamW"):
+        opt.step([torch.ones(2), w[1].grad])
+    assert opt.state == {}
+
+
+def test_a_dict_of_arrays_is_refused_clearly():
+    with pytest.raises(TypeError, match=r"a dict of arrays \(a pytree.*adamcore\.optax"):
+        adamcore.Adam({"w": np.zeros(3), "b": np.zeros(1)})
+    with pytest.raises(TypeError, match=r"one param-group dict: pass \[group\]"):
+        adamcore.Adam({"params": [np.zeros(3)], "lr": 0.1})

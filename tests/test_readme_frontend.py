@@ -9,6 +9,7 @@ import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SECTIONS = {"## torch.optim drop-in": "torch", "## JAX and other immutable arrays": "jax",
+            "## JAX inside jit: adamcore.optax": "optax",
             "## Schedules and gradient clipping": None}
 
 

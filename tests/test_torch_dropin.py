@@ -281,7 +281,7 @@ def test_constructor_arguments():
     with pytest.raises(TypeError, match="LambdaLR"):
         adamcore_torch.Adam(params, lr=lambda count: 0.1)
     with pytest.raises(TypeError, match="dtype"):
-        adamcore_torch.Adam([torch.zeros(3, dtype=torch.complex64, requires_grad=True)])
+        adamcore_torch.Adam([torch.zeros(3, dtype=torch.int64)])
     assert isinstance(adamcore_torch.AdamW(params), torch.optim.Optimizer)
     assert adamcore_torch.AdamW(params).param_groups[0]["weight_decay"] == 1e-2
 

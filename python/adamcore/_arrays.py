@@ -10,6 +10,8 @@ from __future__ import annotations
 import array_api_compat as aac
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+# updated as pairs of reals, as torch.optim does (view_as_real); their state is complex too
+COMPLEX_DTYPES = ("complex64", "complex128")
 HALF_DTYPES = ("float16", "bfloat16")
 
 _library_by_type: dict[type, str] = {}

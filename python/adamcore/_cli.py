@@ -30,7 +30,18 @@ def info_lines() -> list[str]:
     from ._cuda_backend import info_lines as cuda_info_lines
 
     lines += cuda_info_lines()
+    lines.append(f"jax: {_jax_ffi_status()}")
     return lines
+
+
+def _jax_ffi_status() -> str:
+    """Whether the XLA FFI module was built; says so without importing jax."""
+    import importlib.util
+
+    if importlib.util.find_spec("adamcore._jax_ffi") is not None:
+        return "XLA FFI module built (adamcore.optax and JAX arrays run the C++ core)"
+    return ("XLA FFI module not built (jax was not installed where adamcore was built: JAX "
+            "arrays take the Array-API path; pip install --force-reinstall --no-deps . builds it)")
 
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from . import _hparams, _memory, _validation
-from ._dispatch import StepTensor, backend_for
+from . import _arrays, _hparams, _memory, _validation
+from ._dispatch import REFERENCE, StepTensor, backend_for
 
 
 _STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
@@ -77,9 +77,13 @@ def general_step(work: list[Work]) -> list[tuple | None]:
             h = hparams_at[key] = len(hparams)
             hparams.append(_hparams.step_hparams(w.group, w.step))
         grad = _memory.readable(w.grad)  # a lazily negated torch view, resolved
-        tensors.append(StepTensor(_detached(w.param), _detached(grad), w.exp_avg, w.exp_avg_sq,
-                                  w.max_exp_avg_sq, h))
-        by_backend.setdefault(backend_for(w.param), []).append(k)
+        tensor = StepTensor(_detached(w.param), _detached(grad), w.exp_avg, w.exp_avg_sq,
+                            w.max_exp_avg_sq, h)
+        backend = backend_for(w.param)
+        if _arrays.dtype_name(w.param.dtype) in _arrays.COMPLEX_DTYPES:
+            tensor, backend = _as_reals(tensor, backend)
+        tensors.append(tensor)
+        by_backend.setdefault(backend, []).append(k)
         if w.group.get("check_finite"):
             finite.append(k)
     if finite:
@@ -98,6 +102,16 @@ def general_step(work: list[Work]) -> list[tuple | None]:
     finally:
         _memory.release(claimed)
     return results
+
+
+def _as_reals(t: StepTensor, backend):
+    """A complex parameter's arrays as real views (pairs of reals, as torch.optim's
+    view_as_real), for the backend of its library; where its library has no such views (JAX,
+    ...), the reference path, which updates the real and imaginary parts apart."""
+    views = [None if x is None else _memory.real_view(x) for x in t[:5]]
+    if views[0] is None:
+        return t, REFERENCE
+    return StepTensor(*views, t.hparams_index), backend
 
 
 def check_finite(indices: list[int], grads: list) -> None:

@@ -240,3 +240,24 @@ def claim(addresses: frozenset[int], who: str) -> None:
 def release(addresses: frozenset[int]) -> None:
     with _claimed_lock:
         _claimed.difference_update(addresses)
+
+
+# ---- complex arrays as pairs of reals ----------------------------------------------------------
+def real_view(x):
+    """A complex NumPy, torch or CuPy array as a real view of its memory with a trailing axis of
+    2 (real, imaginary), as torch.view_as_real; None for other libraries (no such views)."""
+    lib = _arrays.library(x)
+    if lib == "torch":
+        import torch
+
+        return torch.view_as_real(x)
+    if lib in ("numpy", "cupy"):
+        parts = x.real  # a view with x's strides, at the real parts
+        if lib == "numpy":
+            return np.lib.stride_tricks.as_strided(parts, x.shape + (2,),
+                                                   x.strides + (x.itemsize // 2,))
+        import cupy
+
+        return cupy.lib.stride_tricks.as_strided(parts, x.shape + (2,),
+                                                 x.strides + (x.itemsize // 2,))
+    return None

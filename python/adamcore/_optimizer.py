@@ -82,6 +82,12 @@ class Adam:
         if _arrays.is_array(params):
             raise TypeError("params must be a sequence of arrays or param-group dicts, "
                             "not a single array")
+        if isinstance(params, dict):
+            kind = ("one param-group dict: pass [group]" if "params" in params else
+                    "a dict of arrays (a pytree, as optax takes): pass list(params.values()) "
+                    "and the grads in the same order, or use adamcore.optax for pytrees")
+            raise TypeError(f"params must be a sequence of arrays or of param-group dicts; "
+                            f"got {kind}")
         groups = list(params)
         if not groups:
             raise ValueError("optimizer got an empty parameter list")
@@ -126,12 +132,17 @@ class Adam:
         self._steady = None
 
     # ---------------------------------------------------------------------------------------
-    def step(self, grads):
+    def step(self, grads=None):
         """One update of every parameter from ``grads`` (in the order of all groups' params).
 
         Everything is checked before anything is written: on error no parameter, no state and
         no step counter has changed. Returns the list of params.
         """
+        if grads is None:
+            raise TypeError(f"{type(self).__name__}.step() needs the grads, one per param in "
+                            f"the order of the params; it does not read p.grad (for torch "
+                            f"training loops that fill p.grad, use adamcore.torch."
+                            f"{type(self).__name__}, a torch.optim drop-in)")
         if _arrays.is_array(grads):
             raise TypeError("grads must be a sequence of arrays (one per param), not an array")
         if not isinstance(grads, (list, tuple)):
@@ -162,6 +173,8 @@ class Adam:
             amsgrad = group["amsgrad"]
             for p in group["params"]:
                 g = grads[i]
+                if g is None:
+                    raise ValueError(_missing_grad(self, i, p))
                 _validation.check_writeable(i, p)
                 _validation.check_grad(i, p, g)  # before state is made for it
                 state = self.state.get(i)
@@ -312,6 +325,14 @@ def _pair(betas):
         return betas
 
 
+def _missing_grad(opt, i: int, p) -> str:
+    message = f"grad {i} is None: {type(opt).__name__}.step(grads) needs one grad per param"
+    if _arrays.library(p) == "torch":
+        message += (f" (a param without a grad is skipped only by adamcore.torch."
+                    f"{type(opt).__name__}, the torch.optim drop-in that reads p.grad)")
+    return message
+
+
 def _busy(opt, what: str) -> RuntimeError:
     return RuntimeError(
         f"{type(opt).__name__}.{what}() was called while another thread is inside step(), "
@@ -392,8 +413,8 @@ class _SteadyState:
             amsgrad = group["amsgrad"]
             for p in group["params"]:
                 state = opt.state.get(i)
-                if state is None:
-                    return None
+                if state is None or _arrays.dtype_name(p.dtype) in _arrays.COMPLEX_DTYPES:
+                    return None  # complex params step as real views, through the general step
                 steps.add(state["step"])
                 backends.add(backend_for(p))
                 max_sq = state.get("max_exp_avg_sq") if amsgrad else None

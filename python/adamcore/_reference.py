@@ -50,6 +50,8 @@ def adam_update(xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, hp: StepHP
     parameter is rounded back to the parameter's dtype. Returns
     ``(param, exp_avg, exp_avg_sq, max_exp_avg_sq)``, the last None without amsgrad.
     """
+    if xp.isdtype(param.dtype, "complex floating"):
+        return _complex_update(xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, hp)
     c = coefficients(hp)
     compute = xp.float64 if param.dtype == xp.float64 else xp.float32
     p = xp.astype(param, compute)
@@ -71,3 +73,23 @@ def adam_update(xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, hp: StepHP
     denom = xp.sqrt(second) * c["inv_bias_correction2_sqrt"] + hp.eps
     p = p - c["step_size"] * (m / denom)
     return xp.astype(p, param.dtype), m, v, vmax
+
+
+def _complex_update(xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, hp: StepHParams):
+    """A complex parameter as a pair of reals (torch.optim's view_as_real): the real and the
+    imaginary parts are updated as separate elements, and the state keeps each part's moments
+    in its own part."""
+    parts = []
+    for take in (xp.real, xp.imag):
+        vmax = take(max_exp_avg_sq) if max_exp_avg_sq is not None else None
+        parts.append(adam_update(xp, take(param), take(grad), take(exp_avg), take(exp_avg_sq),
+                                 vmax, hp))
+    dtype = param.dtype
+
+    def join(re, im):
+        if re is None:
+            return None
+        # (re + 0j) + (0 + 1j)(im + 0j) is exact: each part lands in its own component
+        return xp.astype(re, dtype) + xp.asarray(1j, dtype=dtype) * xp.astype(im, dtype)
+
+    return tuple(join(a, b) for a, b in zip(*parts))

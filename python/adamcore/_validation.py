@@ -7,7 +7,7 @@ running them here too keeps a step that spans several backends all-or-nothing.
 from __future__ import annotations
 
 from . import _arrays
-from ._arrays import FLOAT_DTYPES, HALF_DTYPES, dtype_name, library, shape_of
+from ._arrays import COMPLEX_DTYPES, FLOAT_DTYPES, HALF_DTYPES, dtype_name, library, shape_of
 
 _FLOAT_LIST = "float16, bfloat16, float32 or float64"
 
@@ -17,8 +17,9 @@ def check_param(i: int, p) -> None:
     if not _arrays.is_array(p):
         raise TypeError(f"param {i} is a {type(p).__name__}, not an array")
     dt = dtype_name(p.dtype)
-    if dt not in FLOAT_DTYPES:
-        raise TypeError(f"param {i} has dtype {dt}; adamcore takes {_FLOAT_LIST}")
+    if dt not in FLOAT_DTYPES and dt not in COMPLEX_DTYPES:
+        raise TypeError(f"param {i} has dtype {dt}; adamcore takes {_FLOAT_LIST} (or "
+                        f"complex64/complex128, updated as pairs of reals)")
     check_writeable(i, p)
 
 
@@ -47,7 +48,7 @@ def check_grad(i: int, p, g) -> None:
     _check_same_array_kind(i, p, g, "grad")
     gd, pd = dtype_name(g.dtype), dtype_name(p.dtype)
     if gd != pd and not (gd == "float32" and pd in HALF_DTYPES):
-        if gd not in FLOAT_DTYPES:
+        if gd not in FLOAT_DTYPES and pd not in COMPLEX_DTYPES:
             raise TypeError(f"grad {i} has dtype {gd}; adamcore takes {_FLOAT_LIST}")
         extra = " or float32" if pd in HALF_DTYPES else ""
         raise TypeError(

@@ -387,6 +387,8 @@ class _Plan:
             for p in group["params"]:
                 if p.grad is None:
                     continue
+                if p.is_complex():
+                    return None  # complex params step as real views, through the general step
                 backends.add(backend_for(p))
                 s = opt.state[p]
                 steps.add(int(s["step"]))
