@@ -199,33 +199,30 @@ class ShardedAdam:
         for i, g in enumerate(grads):
             self._gflat[self._offsets[i]:self._offsets[i + 1]] = g.reshape(-1)
         MPI = self._MPI
-        if self.total <= self.bucket_elements * self.size:
+        if max(self.counts, default=0) <= self.bucket_elements:
             self.comm.Reduce_scatter(self._gflat, self._gshard, self.counts, op=MPI.SUM)
             return
-        for (blo, bhi) in self._buckets():
-            counts = [max(0, min(hi, bhi) - max(lo, blo)) for lo, hi in self.bounds]
-            send = np.concatenate([self._gflat[max(lo, blo):max(lo, min(hi, bhi))]
-                                   for lo, hi in self.bounds])
-            a, b = max(self.lo, blo), max(self.lo, min(self.hi, bhi))
-            self.comm.Reduce_scatter(send, self._gshard[a - self.lo:b - self.lo], counts,
+        for parts in self._buckets():
+            counts = [hi - lo for lo, hi in parts]
+            send = np.concatenate([self._gflat[lo:hi] for lo, hi in parts])
+            lo, hi = parts[self.rank]
+            self.comm.Reduce_scatter(send, self._gshard[lo - self.lo:hi - self.lo], counts,
                                      op=MPI.SUM)
 
     def _buckets(self):
-        """Bucket ranges of the flat space: each moves at most bucket_elements per rank."""
+        """Per bucket, the range of the flat space each rank's shard contributes to it: a
+        bucket moves at most bucket_elements per rank."""
         width = max(1, self.bucket_elements)
-        longest = max(self.counts) if self.counts else 0
-        for k in range(0, max(longest, 1), width):
-            yield [(lo + k, min(lo + k + width, hi)) for lo, hi in self.bounds]
+        for k in range(0, max(max(self.counts), 1), width):
+            yield [(min(lo + k, hi), min(lo + k + width, hi)) for lo, hi in self.bounds]
 
     def _all_gather(self):
-        if self.total <= self.bucket_elements * self.size:
+        if max(self.counts, default=0) <= self.bucket_elements:
             displs = [lo for lo, _ in self.bounds]
             self.comm.Allgatherv(self._pshard.copy(), [self._pflat, self.counts, displs,
                                                        self._MPI_type()])
         else:
-            width = max(1, self.bucket_elements)
-            for k in range(0, max(max(self.counts), 1), width):
-                parts = [(min(lo + k, hi), min(lo + k + width, hi)) for lo, hi in self.bounds]
+            for parts in self._buckets():
                 counts = [b - a for a, b in parts]
                 recv = np.empty(sum(counts), self.dtype)
                 a, b = parts[self.rank]
