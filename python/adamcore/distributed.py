@@ -300,9 +300,16 @@ class ShardedAdam:
         if self.rank != root:
             return None
         state = {}
+        group_of = [k for k, g in enumerate(self.param_groups) for _ in g["params"]]
         for i, p in enumerate(self._params):
             parts = [d[i] for d in everyone if i in d]
-            if not parts:
+            if not parts:  # an empty param: no rank owns any of it
+                step = self._steps[group_of[i]]
+                if step:
+                    zero = np.zeros(p.shape, np.float32 if p.dtype.itemsize < 4 else p.dtype)
+                    keys = ("exp_avg", "exp_avg_sq") + (
+                        ("max_exp_avg_sq",) if self.param_groups[group_of[i]]["amsgrad"] else ())
+                    state[i] = {"step": step, **{k: zero.copy() for k in keys}}
                 continue
             entry = {"step": parts[0]["step"]}
             for key in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"):
