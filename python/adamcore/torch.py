@@ -173,16 +173,17 @@ class Adam(Optimizer):
                     raise RuntimeError("Adam does not support sparse gradients")
                 if group.get("fused"):
                     _check_fused_device(p)
-                _validation.check_param(i, p)
-                _validation.check_grad(i, p, g)  # before state is made for it
+                _validation.check_param(i, _local(p))
+                _validation.check_grad(i, _local(p), _local(g))  # before state is made for it
                 state = self.state.get(p)
                 if not state:
                     state = fresh[p] = _new_state(p, amsgrad)
                 elif amsgrad and "max_exp_avg_sq" not in state:
                     state = fresh[p] = {**state, "max_exp_avg_sq": _zeros(p)}
                 plain = plain or _plain(group)
-                work.append(_engine.Work(i, p, g, state.get("exp_avg"), state.get("exp_avg_sq"),
-                                         state.get("max_exp_avg_sq") if amsgrad else None,
+                work.append(_engine.Work(i, _local(p), _local(g), _local(state.get("exp_avg")),
+                                         _local(state.get("exp_avg_sq")),
+                                         _local(state.get("max_exp_avg_sq")) if amsgrad else None,
                                          plain, int(state["step"]) + 1))
                 stepped.append(state)
         _engine.general_step(work)  # torch tensors are mutable: always in place
@@ -326,6 +327,17 @@ _FUSED_DEVICES = ["mps", "cuda", "xpu", "hpu", "cpu", "mtia",
                   torch._C._get_privateuse1_backend_name()]
 
 
+def _is_dtensor(x) -> bool:
+    """A torch.distributed DTensor (FSDP2's params), told without importing torch.distributed."""
+    return type(x).__name__ == "DTensor" and hasattr(x, "to_local")
+
+
+def _local(x):
+    """A DTensor's local shard (the same storage, so the update stays in place); anything else
+    as it is."""
+    return x.to_local() if _is_dtensor(x) else x
+
+
 def _plain(group: dict) -> dict:
     """A group with float hyperparameters (torch allows tensors for lr and betas)."""
     beta1, beta2 = group["betas"]
@@ -387,8 +399,9 @@ class _Plan:
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if p.is_complex():
-                    return None  # complex params step as real views, through the general step
+                if p.is_complex() or _is_dtensor(p):
+                    return None  # complex params (as real views) and FSDP2's DTensors (their
+                    # local shards) step through the general step
                 backends.add(backend_for(p))
                 s = opt.state[p]
                 steps.add(int(s["step"]))
