@@ -262,3 +262,35 @@ def test_a_dict_of_arrays_is_refused_clearly():
         adamcore.Adam({"w": np.zeros(3), "b": np.zeros(1)})
     with pytest.raises(TypeError, match=r"one param-group dict: pass \[group\]"):
         adamcore.Adam({"params": [np.zeros(3)], "lr": 0.1})
+
+
+# ---- arrays nanobind would refuse with a dump of signatures -----------------------------------
+def test_big_endian_arrays_are_named():
+    with pytest.raises(TypeError, match=r"param 0 has a non-native byte order \(>f4\)"):
+        adamcore.Adam([np.zeros(3, ">f4")]).step([np.ones(3, ">f4")])
+    with pytest.raises(TypeError, match=r"grad 0 has a non-native byte order"):
+        adamcore.Adam([np.zeros(3, np.float32)]).step([np.ones(3, ">f4")])
+    with pytest.raises(TypeError, match=r"grad 0 has a non-native byte order"):
+        adamcore.clip_grad_norm([np.ones(3, ">f4")], 1.0)
+
+
+def test_ml_dtypes_bfloat16_numpy_is_named():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    with pytest.raises(TypeError, match="param 0 is a NumPy array of ml_dtypes.bfloat16"):
+        adamcore.Adam([np.zeros(3, ml_dtypes.bfloat16)])
+
+
+def test_sparse_torch_grad_is_named():
+    torch = pytest.importorskip("torch")
+    w = torch.zeros(3)
+    with pytest.raises(TypeError, match=r"grad 0 is a torch.sparse_coo torch tensor"):
+        adamcore.Adam([w]).step([torch.ones(3).to_sparse()])
+
+
+def test_structured_field_param_is_updated_in_place():
+    s = np.zeros(3, dtype=[("a", "f4"), ("b", "f4")])
+    ref = np.zeros(3, np.float32)
+    adamcore.Adam([s["a"]], lr=0.1).step([np.ones(3, np.float32)])
+    adamcore.Adam([ref], lr=0.1).step([np.ones(3, np.float32)])
+    np.testing.assert_array_equal(s["a"], ref)
+    np.testing.assert_array_equal(s["b"], 0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from . import _arrays, _core, _memory
+from . import _arrays, _core, _memory, _validation
 from ._arrays import FLOAT_DTYPES
 from ._dispatch import CPU, _exportable, backend_for
 
@@ -77,6 +77,7 @@ def _check(grads, max_norm, norm_type):
     for i, g in enumerate(grads):
         if not _arrays.is_array(g):
             raise TypeError(f"grad {i} is a {type(g).__name__}, not an array")
+        _validation.check_readable_memory(i, g, "grad")
         dt = _arrays.dtype_name(g.dtype)
         if dt not in FLOAT_DTYPES:
             raise TypeError(f"grad {i} has dtype {dt}; adamcore takes float16, bfloat16, "

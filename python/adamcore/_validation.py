@@ -20,7 +20,32 @@ def check_param(i: int, p) -> None:
     if dt not in FLOAT_DTYPES and dt not in COMPLEX_DTYPES:
         raise TypeError(f"param {i} has dtype {dt}; adamcore takes {_FLOAT_LIST} (or "
                         f"complex64/complex128, updated as pairs of reals)")
+    check_readable_memory(i, p, "param")
     check_writeable(i, p)
+
+
+def check_readable_memory(i: int, x, what: str) -> None:
+    """Arrays whose memory the kernels cannot read as plain floats: refused with what to do,
+    before nanobind would refuse them with a list of signatures that names nothing."""
+    lib = library(x)
+    if lib == "numpy":
+        if not x.dtype.isnative:
+            raise TypeError(f"{what} {i} has a non-native byte order ({x.dtype.str}); adamcore "
+                            f"reads native-order floats: convert with "
+                            f"x.astype(x.dtype.newbyteorder('='))")
+        if dtype_name(x.dtype) == "bfloat16":
+            raise TypeError(f"{what} {i} is a NumPy array of ml_dtypes.bfloat16, which NumPy "
+                            f"cannot hand over through DLPack; use float32 NumPy arrays or "
+                            f"torch bfloat16 tensors")
+    elif lib == "torch" and x.layout is not _torch_strided():
+        raise TypeError(f"{what} {i} is a {x.layout} torch tensor; adamcore takes dense "
+                        f"(strided) tensors: pass .to_dense()")
+
+
+def _torch_strided():
+    import torch
+
+    return torch.strided
 
 
 def check_writeable(i: int, p, what: str = "param") -> None:
@@ -46,6 +71,7 @@ def _check_same_array_kind(i: int, p, x, what: str) -> None:
 def check_grad(i: int, p, g) -> None:
     """A gradient: same library, device and shape as its parameter, and a dtype the kernels pair."""
     _check_same_array_kind(i, p, g, "grad")
+    check_readable_memory(i, g, "grad")
     gd, pd = dtype_name(g.dtype), dtype_name(p.dtype)
     if gd != pd and not (gd == "float32" and pd in HALF_DTYPES):
         if gd not in FLOAT_DTYPES and pd not in COMPLEX_DTYPES:
