@@ -11,6 +11,7 @@
 // S is empty, or the batch shape vmap (vmap_method="broadcast_all") put in front of every array:
 // then each batch element is a slice of every tensor with its own lr and step (one hparams entry
 // each, still one call of the core).
+#include <utility>
 #include <nanobind/nanobind.h>
 
 #include <cstring>
@@ -293,34 +294,32 @@ ffi::Error adam_step_cuda(cudaStream_t stream, int32_t device, ffi::AnyBuffer lr
 }  // namespace
 }  // namespace adamcore::jax_ffi
 
+namespace {
+// The operands and attributes of both handlers, after their platform's context: lr, step, then
+// every tensor's arrays, and the hyperparameters that are not traced.
+template <class Binding>
+auto step_operands(Binding binding) {
+    return std::move(binding).template Arg<ffi::AnyBuffer>()  // lr
+        .template Arg<ffi::AnyBuffer>()                       // step
+        .RemainingArgs()
+        .RemainingRets()
+        .template Attr<double>("beta1")
+        .template Attr<double>("beta2")
+        .template Attr<double>("eps")
+        .template Attr<double>("weight_decay")
+        .template Attr<double>("max_lr")
+        .template Attr<int64_t>("flags");
+}
+}  // namespace
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(adamcore_jax_adam_step_cpu, adamcore::jax_ffi::adam_step_cpu,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()  // lr
-                                  .Arg<ffi::AnyBuffer>()  // step
-                                  .RemainingArgs()
-                                  .RemainingRets()
-                                  .Attr<double>("beta1")
-                                  .Attr<double>("beta2")
-                                  .Attr<double>("eps")
-                                  .Attr<double>("weight_decay")
-                                  .Attr<double>("max_lr")
-                                  .Attr<int64_t>("flags"));
+                              step_operands(ffi::Ffi::Bind()));
 
 #if defined(ADAMCORE_JAX_CUDA)
 XLA_FFI_DEFINE_HANDLER_SYMBOL(adamcore_jax_adam_step_cuda, adamcore::jax_ffi::adam_step_cuda,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                                  .Ctx<ffi::DeviceOrdinal>()
-                                  .Arg<ffi::AnyBuffer>()  // lr
-                                  .Arg<ffi::AnyBuffer>()  // step
-                                  .RemainingArgs()
-                                  .RemainingRets()
-                                  .Attr<double>("beta1")
-                                  .Attr<double>("beta2")
-                                  .Attr<double>("eps")
-                                  .Attr<double>("weight_decay")
-                                  .Attr<double>("max_lr")
-                                  .Attr<int64_t>("flags"));
+                              step_operands(ffi::Ffi::Bind()
+                                                .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                                .Ctx<ffi::DeviceOrdinal>()));
 #endif
 
 NB_MODULE(_jax_ffi, m) {
