@@ -11,12 +11,12 @@
 // S is empty, or the batch shape vmap (vmap_method="broadcast_all") put in front of every array:
 // then each batch element is a slice of every tensor with its own lr and step (one hparams entry
 // each, still one call of the core).
-#include <utility>
 #include <nanobind/nanobind.h>
 
 #include <cstring>
 #include <exception>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "adamcore/adamcore.h"
