@@ -420,7 +420,8 @@ class ShardedAdam:
         arrays[_checkpoint._META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         error = None
         try:
-            _checkpoint._write_atomically(_shard_path(path, self.rank, self.size), arrays)
+            shard = _shard_path(path, self.rank, self.size)
+            _checkpoint._write_atomically(shard, _checkpoint._directory_of(shard), arrays)
         except Exception as e:  # noqa: BLE001
             error = e
         self._agree_or_raise(error, "the shard files written")
@@ -429,8 +430,8 @@ class ShardedAdam:
                      "total": self.total, "bounds": self.bounds,
                      "files": [os.path.basename(_shard_path(path, r, self.size))
                                for r in range(self.size)]}
-            _checkpoint._write_atomically(path, {_checkpoint._META: np.frombuffer(
-                json.dumps(index).encode(), dtype=np.uint8)})
+            _checkpoint._write_atomically(path, _checkpoint._directory_of(path), {
+                _checkpoint._META: np.frombuffer(json.dumps(index).encode(), dtype=np.uint8)})
         self.comm.Barrier()
 
     def load(self, path):
