@@ -423,3 +423,26 @@ def test_cuda_entry_points_without_a_usable_backend(rng):
     tables = [c_abi.pointer_table([a]) for a in (p, g, m, v)] + [None]
     assert lib.adamcore_cuda_adam_step_multi_f32(*tables, c_abi.length_table([4]), 1, hp,
                                                  None) == K["ERROR_UNAVAILABLE"]
+
+
+@pytest.mark.parametrize("share", ["same param twice", "overlapping params", "param is a state"])
+def test_multi_step_refuses_tensors_sharing_memory(share, rng):
+    buf = rng.standard_normal(40).astype(np.float32)
+    zeros = lambda: np.zeros(10, np.float32)  # noqa: E731
+    g = np.ones(10, np.float32)
+    first = (buf[:10], g, zeros(), zeros(), None)
+    second = {"same param twice": (buf[:10], g, zeros(), zeros(), None),
+              "overlapping params": (buf[5:15], g, zeros(), zeros(), None),
+              "param is a state": (buf[20:30], g, buf[:10], zeros(), None)}[share]
+    snapshot = [np.array(a, copy=True) for t in (first, second) for a in t if a is not None]
+    rc = c_step_multi([first, second], c_abi.hparams(step=1, lr=0.1))
+    _expect_error(rc, "ERROR_INVALID_VALUE", "share memory, so an element would be updated twice")
+    _assert_untouched([a for t in (first, second) for a in t if a is not None], snapshot)
+
+
+def test_multi_step_disjoint_tensors_of_one_buffer_are_fine(rng):
+    buf = rng.standard_normal(20).astype(np.float32)
+    g = np.ones(10, np.float32)
+    tensors = [(buf[:10], g, np.zeros(10, np.float32), np.zeros(10, np.float32), None),
+               (buf[10:], g, np.zeros(10, np.float32), np.zeros(10, np.float32), None)]
+    assert c_step_multi(tensors, c_abi.hparams(step=1, lr=0.1)) == K["OK"], last_error()

@@ -202,6 +202,54 @@ void validate_hparams(const adamcore_hparams& hp) {
              "decouple_lr needs max_lr, a finite number > 0, got " + number(hp.max_lr));
 }
 
+namespace {
+
+// Written arrays of different tensors must not share memory (the same pointer twice in a
+// multi-tensor call, overlapping buffers): an element would be updated twice, racing between
+// threads. Checked exactly for arrays without gaps, whose byte range is their memory; arrays
+// with gaps are left to the caller (the Python front end tests them exactly, element by element).
+void check_tensors_disjoint(const TensorRef* tensors, size_t count) {
+    struct Span {
+        const char* begin;
+        const char* end;
+        size_t tensor;
+        const char* name;
+    };
+    std::vector<Span> spans;
+    spans.reserve(count * 3);
+    for (size_t i = 0; i < count; ++i) {
+        const TensorRef& t = tensors[i];
+        const std::pair<const ArrayRef*, const char*> written[] = {
+            {&t.param, "param"}, {&t.exp_avg, "exp_avg"}, {&t.exp_avg_sq, "exp_avg_sq"},
+            {t.has_max_exp_avg_sq ? &t.max_exp_avg_sq : nullptr, "max_exp_avg_sq"}};
+        for (const auto& [a, name] : written) {
+            if (!a) continue;
+            const int64_t n = numel(*a);
+            int64_t low = 0, high = 0;
+            footprint(*a, &low, &high);
+            if (n == 0 || high - low != n) continue;  // empty, or with gaps
+            const auto size = static_cast<int64_t>(dtype_size(a->dtype));
+            const char* base = static_cast<const char*>(a->data);
+            spans.push_back({base + low * size, base + high * size, i, name});
+        }
+    }
+    std::sort(spans.begin(), spans.end(),
+              [](const Span& x, const Span& y) { return x.begin < y.begin; });
+    for (size_t k = 1; k < spans.size(); ++k) {
+        const Span& prev = spans[k - 1];
+        const Span& next = spans[k];
+        if (next.begin < prev.end && next.tensor != prev.tensor) {
+            const Span& first = prev.tensor < next.tensor ? prev : next;
+            const Span& second = prev.tensor < next.tensor ? next : prev;
+            fail(ErrorKind::invalid_value,
+                 nth(first.name, first.tensor) + " and " + nth(second.name, second.tensor) +
+                     " share memory, so an element would be updated twice; pass separate arrays");
+        }
+    }
+}
+
+}  // namespace
+
 void validate_step(const TensorRef* tensors, size_t count, const adamcore_hparams* hparams,
                    size_t hparams_count) {
     if (count > 0 && !tensors) fail(ErrorKind::invalid_value, "tensors is NULL");
@@ -209,6 +257,7 @@ void validate_step(const TensorRef* tensors, size_t count, const adamcore_hparam
     for (size_t h = 0; h < hparams_count; ++h) validate_hparams(hparams[h]);
 
     for (size_t i = 0; i < count; ++i) validate_tensor(tensors[i], i, hparams, hparams_count);
+    if (count > 1) check_tensors_disjoint(tensors, count);
 }
 
 bool dense_layout(const ArrayRef* const* arrays, size_t used, int64_t* low) {
