@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 from . import _arrays, _hparams, _memory, _validation
 from ._dispatch import REFERENCE, StepTensor, backend_for
+# torch tensors that require grad are written through detach(): the same storage, outside autograd
+from ._dispatch import _outside_autograd as _detached
 
 
 _STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
@@ -130,9 +132,3 @@ def check_finite(indices: list[int], grads: list) -> None:
 
 def nonfinite_message(index: int) -> str:
     return f"grad {index} holds inf or NaN (check_finite is on); nothing was updated"
-
-
-def _detached(x):
-    """torch tensors that require grad are written through a view outside autograd (the same
-    storage); every other array as it is."""
-    return x.detach() if getattr(x, "requires_grad", False) and hasattr(x, "detach") else x

@@ -147,15 +147,15 @@ def check_disjoint(written: list[tuple[str, object]], read: list[tuple[str, obje
         lay = layout(x)
         if lay is None or lay.size == 0:
             continue
-        is_written = k < len(written)
-        if is_written and not _dense(x) and overlaps_itself(lay):
+        is_written, dense = k < len(written), _dense(x)
+        if is_written and not dense and overlaps_itself(lay):
             zero = any(st == 0 and n > 1 for n, st in zip(lay.shape, lay.strides))
             raise ValueError(
                 f"{name} has {'a zero stride, so ' if zero else ''}elements that share memory "
                 f"(shape {lay.shape}, strides "
                 f"{tuple(s // lay.itemsize for s in lay.strides)} in elements), so an update "
                 f"would write them more than once; pass a contiguous array (nothing was updated)")
-        lo, hi = (lay.ptr, lay.ptr + lay.size * lay.itemsize) if _dense(x) else lay.byte_range()
+        lo, hi = (lay.ptr, lay.ptr + lay.size * lay.itemsize) if dense else lay.byte_range()
         entries.append((lo, hi, k, is_written, name, lay))
     entries.sort()
     active: list[tuple] = []  # entries whose byte range reaches past the current start

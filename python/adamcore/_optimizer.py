@@ -230,14 +230,8 @@ class Adam:
             self._lock.release()
 
     def _state_dict(self) -> dict:
-        groups, start = [], 0
-        for group in self.param_groups:
-            packed = {k: v for k, v in group.items() if k != "params"}
-            packed["params"] = list(range(start, start + len(group["params"])))
-            start += len(group["params"])
-            groups.append(packed)
         state = {i: dict(s) for i, s in sorted(self.state.items())}
-        return {"state": state, "param_groups": groups}
+        return {"state": state, "param_groups": packed_groups(self.param_groups)}
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Loads a state dict of adamcore or torch.optim.Adam/AdamW, from any array library.
@@ -314,6 +308,18 @@ class Adam:
                 if key != "params":
                     lines.append(f"    {key}: {group[key]}")
         return "\n".join(lines) + "\n)"
+
+
+def packed_groups(param_groups: list[dict]) -> list[dict]:
+    """The param groups of a state dict: hyperparameters as they are, params as the indices
+    0, 1, ... running through all groups (torch's layout)."""
+    groups, start = [], 0
+    for group in param_groups:
+        packed = {k: v for k, v in group.items() if k != "params"}
+        packed["params"] = list(range(start, start + len(group["params"])))
+        start += len(group["params"])
+        groups.append(packed)
+    return groups
 
 
 def _pair(betas):

@@ -30,7 +30,7 @@ import sys
 import numpy as np
 
 from . import _checkpoint
-from ._optimizer import Adam
+from ._optimizer import Adam, packed_groups
 
 _INDEX_FORMAT = "adamcore.sharded-checkpoint-index"
 _GROUP_KEYS = ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay", "decouple_lr",
@@ -274,13 +274,7 @@ class ShardedAdam:
                    if isinstance(a, np.ndarray))
 
     def _groups_layout(self):
-        groups, start = [], 0
-        for g in self.param_groups:
-            packed = {k: v for k, v in g.items() if k != "params"}
-            packed["params"] = list(range(start, start + len(g["params"])))
-            start += len(g["params"])
-            groups.append(packed)
-        return groups
+        return packed_groups(self.param_groups)
 
     def state_dict(self, sharded=False, root=0):
         """torch's layout as if unsharded, gathered on ``root`` (other ranks get None); with

@@ -316,15 +316,12 @@ def _check_as_torch(lr, betas, eps, weight_decay, foreach, fused) -> None:
 
 def _check_fused_device(p: torch.Tensor) -> None:
     """With ``fused=True`` torch.optim refuses, at the step, params of devices its fused kernels
-    lack (meta, ...); the drop-in refuses them with torch's message."""
-    if not (p.device.type in _FUSED_DEVICES and torch.is_floating_point(p)):
-        raise RuntimeError("`fused=True` requires all the params to be floating point Tensors "
-                           f"of supported devices: {_FUSED_DEVICES} but {p.dtype} and "
-                           f"{p.device.type}")
+    lack (meta, ...): the drop-in asks torch's own check, so the message is torch's."""
+    from torch.optim import optimizer  # a submodule torch.optim does not export by name
 
-
-_FUSED_DEVICES = ["mps", "cuda", "xpu", "hpu", "cpu", "mtia",
-                  torch._C._get_privateuse1_backend_name()]
+    check = getattr(optimizer, "_device_dtype_check_for_fused", None)
+    if check is not None:  # a private helper of torch's; older or newer torch may lack it
+        check(p)
 
 
 def _is_dtensor(x) -> bool:
