@@ -30,6 +30,22 @@ endif()
 
 if(ADAMCORE_XLA_FFI_INCLUDE)
   message(STATUS "adamcore: JAX FFI module ON (XLA FFI headers in ${ADAMCORE_XLA_FFI_INCLUDE})")
+  # Compiled from a copy in the build directory, one per header content: jaxlib found in pip's
+  # isolated build environment has a new path at every install, and a new include path would
+  # recompile the module every time (as for nanobind in CMakeLists.txt).
+  file(GLOB _xla_ffi_headers "${ADAMCORE_XLA_FFI_INCLUDE}/xla/ffi/api/*.h")
+  set(_xla_ffi_text "")
+  foreach(_header IN LISTS _xla_ffi_headers)
+    file(SHA256 "${_header}" _sha)
+    string(APPEND _xla_ffi_text "${_sha}")
+  endforeach()
+  string(SHA256 _xla_ffi_id "${_xla_ffi_text}")
+  string(SUBSTRING "${_xla_ffi_id}" 0 16 _xla_ffi_id)
+  set(_xla_ffi_copy "${CMAKE_BINARY_DIR}/xla-ffi-${_xla_ffi_id}")
+  if(NOT EXISTS "${_xla_ffi_copy}/xla/ffi/api/ffi.h")
+    file(COPY ${_xla_ffi_headers} DESTINATION "${_xla_ffi_copy}/xla/ffi/api")
+  endif()
+  set(ADAMCORE_XLA_FFI_INCLUDE "${_xla_ffi_copy}")
   nanobind_add_module(_jax_ffi NB_STATIC ${CMAKE_CURRENT_LIST_DIR}/jax_ffi.cpp)
   target_include_directories(_jax_ffi PRIVATE ${ADAMCORE_XLA_FFI_INCLUDE})
   adamcore_link_core(_jax_ffi)
