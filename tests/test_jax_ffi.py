@@ -277,3 +277,24 @@ def test_bench_has_the_jax_rows():
         "probe (roofline)": "ok", "adamcore.optax (jit)": "ok", "optax.adam (jit)": "ok"}, rows
     for r in rows:
         assert r["ms"] > 0 and r["pct_probe"] > 0 and r["bytes"] == 28 * 1023
+
+
+def test_bench_steps_update_the_donated_buffers_in_place():
+    """The bench times a training loop's step, not copies: with the outputs in the donated
+    arguments' order, every array of params and state keeps its buffer (adamcore's and optax's)."""
+    from adamcore.bench import cases, jax_peers
+
+    work = jax_peers.make_work(cases.Case("jax", (1000, 23), threads=1))
+    for peer in (jax_peers.AdamcoreOptax(), jax_peers.OptaxAdam()):
+        step = peer.setup(work).step
+        step()
+
+        def pointers():
+            return [a.unsafe_buffer_pointer() for a in jax.tree_util.tree_leaves(step.arrays)
+                    if a.size > 1]
+
+        before = pointers()
+        assert len(before) == 3 * 2  # params, mu, nu of two tensors
+        step()
+        step()
+        assert pointers() == before, peer.name

@@ -36,14 +36,18 @@ def _jitted_stepper(work: Work, tx, step_fn) -> Impl:
     import jax.numpy as jnp
 
     params = [jnp.asarray(p) for p in work.params]
-    box = [params, tx.init(params)]
+    box = [tx.init(params), params]
     grads = work.grads
-    fn = jax.jit(lambda g, s, p: step_fn(tx, g, s, p), donate_argnums=(1, 2))
+    # The outputs in the donated arguments' order, (state, params): jax pairs each donated buffer
+    # with the first output of its shape and dtype, so (params, state) would hand params' output
+    # the first moment's buffer, and XLA would copy every array at every step.
+    fn = jax.jit(lambda g, s, p: step_fn(tx, g, s, p)[::-1], donate_argnums=(1, 2))
 
     def step():
-        box[0], box[1] = fn(grads, box[1], box[0])
-        jax.block_until_ready(box[0])
+        box[0], box[1] = fn(grads, box[0], box[1])
+        jax.block_until_ready(box[1])
 
+    step.arrays = box  # (state, params), for the test that the step stays in place
     return Impl(step, lambda: 28 * work.case.elements)
 
 
