@@ -31,21 +31,23 @@ from scikit_build_core.build import *  # noqa: F401,F403 - the hooks not wrapped
 INFO = ".skbuild-info.json"  # scikit-build-core's record of the build directory's last build
 
 
-def _build_dirs(config_settings, state: str) -> list[Path]:
+def _build_dirs(config_settings, state: str) -> tuple[list[Path], bool]:
     """The build directories this build may use: build-dir from the config settings or from
-    pyproject.toml, with its {placeholders} (e.g. {wheel_tag}) matched by any name."""
+    pyproject.toml, with its {placeholders} (e.g. {wheel_tag}) matched by any name; and whether
+    that is exactly one directory (no placeholders)."""
     try:
         from scikit_build_core.settings.skbuild_read_settings import SettingsReader
 
         reader = SettingsReader.from_file("pyproject.toml", config_settings or {}, state=state)
         pattern = reader.settings.build_dir
     except Exception:  # noqa: BLE001 - a settings error is scikit-build-core's to report
-        return []
+        return [], True
     if not pattern:
-        return []  # a temporary build directory: nothing to keep
-    for_glob = "".join("*" if part.startswith("{") else part
-                       for part in _split_placeholders(pattern))
-    return [Path(p) for p in glob.glob(for_glob) if os.path.isfile(os.path.join(p, INFO))]
+        return [], True  # a temporary build directory: nothing to keep
+    parts = _split_placeholders(pattern)
+    for_glob = "".join("*" if part.startswith("{") else part for part in parts)
+    found = [Path(p) for p in glob.glob(for_glob) if os.path.isfile(os.path.join(p, INFO))]
+    return found, for_glob == pattern
 
 
 def _split_placeholders(pattern: str) -> list[str]:
@@ -58,9 +60,12 @@ def _split_placeholders(pattern: str) -> list[str]:
     return parts + [rest]
 
 
-def _forget_old_environment(build_dir: Path) -> None:
+def _forget_old_environment(build_dir: Path, exact: bool = True) -> None:
     """Resets build_dir's CMake state if its last build ran from another scikit-build-core
-    installation (another isolated environment), keeping the targets' object folders."""
+    installation, keeping the targets' object folders. When build_dir is only one of the
+    directories a build-dir pattern matches (exact false), only if that installation is gone
+    (a finished isolated environment): a directory another environment still builds in, e.g. a
+    developer's --no-build-isolation one next to the wheel tag's, is left alone."""
     try:
         info = json.loads((build_dir / INFO).read_text(encoding="utf-8"))
         old = info["skbuild_path"]
@@ -70,6 +75,8 @@ def _forget_old_environment(build_dir: Path) -> None:
     here = Path(scikit_build_core.__file__).parent.resolve()
     if Path(old) == here or Path(source) != Path.cwd().resolve():
         return  # same environment (scikit-build-core keeps everything), or another source tree
+    if not exact and Path(old).exists():
+        return
     (build_dir / "CMakeCache.txt").unlink(missing_ok=True)
     cmake_files = build_dir / "CMakeFiles"
     if cmake_files.is_dir():
@@ -86,8 +93,9 @@ def _forget_old_environment(build_dir: Path) -> None:
 
 
 def _keep_objects(config_settings, state: str) -> None:
-    for build_dir in _build_dirs(config_settings, state):
-        _forget_old_environment(build_dir)
+    build_dirs, exact = _build_dirs(config_settings, state)
+    for build_dir in build_dirs:
+        _forget_old_environment(build_dir, exact)
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):

@@ -98,24 +98,33 @@ def test_backend_keeps_objects_when_the_build_environment_is_new(tmp_path, monke
     old = build_dir("old-env", "/tmp/pip-build-env-gone/site-packages/scikit_build_core")
     same = build_dir("same-env", here)
     other = build_dir("other-tree", "/tmp/gone", source=tmp_path / "elsewhere")
+    living = tmp_path / "venv" / "site-packages" / "scikit_build_core"
+    living.mkdir(parents=True)
+    dev = build_dir("dev", str(living))  # a --no-build-isolation directory of another venv
     # build-dir's placeholders match any name; only directories with a record are candidates
     (tmp_path / "pyproject.toml").write_text(
         '[project]\nname = "x"\nversion = "1"\n[tool.scikit-build]\n'
         'build-dir = "build/{wheel_tag}"\n')
     (tmp_path / "build" / "no-record").mkdir()
-    found = sorted(p.name for p in backend._build_dirs({}, "wheel"))
-    assert found == ["old-env", "other-tree", "same-env"]
+    found, exact = backend._build_dirs({}, "wheel")
+    assert sorted(p.name for p in found) == ["dev", "old-env", "other-tree", "same-env"]
+    assert not exact
+    assert backend._build_dirs({"build-dir": "build/dev"}, "wheel") == ([Path("build/dev")], True)
 
-    for d in (old, same, other):
-        backend._forget_old_environment(d)
+    for d in (old, same, other, dev):
+        backend._forget_old_environment(d, exact=False)
 
     assert (old / "CMakeFiles" / "_core.dir" / "cpp" / "core_module.cpp.o").read_text() == "object"
     assert (old / ".ninja_log").exists()
     assert sorted(p.name for p in (old / "CMakeFiles").iterdir()) == ["_core.dir"]
     assert not (old / "CMakeCache.txt").exists() and not (old / backend.INFO).exists()
-    for d in (same, other):
+    for d in (same, other, dev):
         assert (d / "CMakeCache.txt").exists() and (d / backend.INFO).exists()
         assert (d / "CMakeFiles" / "4.0.0" / "CMakeCXXCompiler.cmake").exists()
+    # named exactly (-Cbuild-dir=build/dev), the directory is this build's: reset
+    backend._forget_old_environment(dev, exact=True)
+    assert not (dev / "CMakeCache.txt").exists()
+    assert (dev / "CMakeFiles" / "_core.dir" / "cpp" / "core_module.cpp.o").exists()
 
 
 def _stub_names(path: Path) -> set[str]:
