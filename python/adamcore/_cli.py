@@ -40,8 +40,8 @@ def _jax_ffi_status() -> str:
 
     if importlib.util.find_spec("adamcore._jax_ffi") is not None:
         return "XLA FFI module built (adamcore.optax and JAX arrays run the C++ core)"
-    return ("XLA FFI module not built (jax was not installed where adamcore was built: JAX "
-            "arrays take the Array-API path; pip install --force-reinstall --no-deps . builds it)")
+    return ("XLA FFI module not built (no jaxlib where adamcore was built: JAX arrays take the "
+            "Array-API path; pip install . -Cadamcore.jax=true builds it)")
 
 
 
