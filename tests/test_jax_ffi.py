@@ -258,3 +258,43 @@ def test_inject_hyperparams_traces_the_lr_and_refuses_traced_betas():
     loose = optax.inject_hyperparams(aox.adam)(learning_rate=1e-2)
     with pytest.raises(ValueError, match="b1 must be a static number"):
         jax.jit(loose.update)(g, loose.init(p), p)
+
+
+def test_bench_has_the_jax_rows():
+    """`python -m adamcore bench` runs adamcore.optax against optax.adam through jit: 1M and 64M,
+    one tensor and 64, selected by --cases jax; both step, and the probe sets the percentage."""
+    from adamcore.bench import cases, runner
+
+    full = cases.default_cases("jax", quick=False, cores=2)
+    assert {(c.elements, c.tensors) for c in full} == {
+        (1 << 20, 1), (1 << 20, 64), (64 << 20, 1), (64 << 20, 64)}
+    assert "jax" in runner.devices(None)
+    every = cases.default_cases("cpu", quick=False, cores=2) + full
+    assert cases.select(every, ["JAX"]) == full
+    rows = runner.run_case(cases.Case("jax", (1000, 23), threads=1), quick=True, budget_s=0.0,
+                           sample_s=1e-4, progress=lambda text: None)
+    assert {r["impl"]: r["status"] for r in rows} == {
+        "probe (roofline)": "ok", "adamcore.optax (jit)": "ok", "optax.adam (jit)": "ok"}, rows
+    for r in rows:
+        assert r["ms"] > 0 and r["pct_probe"] > 0 and r["bytes"] == 28 * 1023
+
+
+def test_bench_steps_update_the_donated_buffers_in_place():
+    """The bench times a training loop's step, not copies: with the outputs in the donated
+    arguments' order, every array of params and state keeps its buffer (adamcore's and optax's)."""
+    from adamcore.bench import cases, jax_peers
+
+    work = jax_peers.make_work(cases.Case("jax", (1000, 23), threads=1))
+    for peer in (jax_peers.AdamcoreOptax(), jax_peers.OptaxAdam()):
+        step = peer.setup(work).step
+        step()
+
+        def pointers():
+            return [a.unsafe_buffer_pointer() for a in jax.tree_util.tree_leaves(step.arrays)
+                    if a.size > 1]
+
+        before = pointers()
+        assert len(before) == 3 * 2  # params, mu, nu of two tensors
+        step()
+        step()
+        assert pointers() == before, peer.name

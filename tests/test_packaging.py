@@ -31,24 +31,100 @@ def test_installed_metadata_carries_the_licence():
     assert "the adamcore developers" in (ROOT / "LICENSE").read_text()
 
 
-@pytest.mark.skipif(not (ROOT / "pyproject.toml").exists(), reason="needs the source tree")
-def test_wheel_ships_licence_and_stubs(tmp_path):
-    """A real wheel build, CPU only (the build directory is reused between runs); without
-    isolation where the build backend is installed (a developer's venv), else pip fetches it."""
-    import importlib.util
-
-    local = all(importlib.util.find_spec(m) for m in ("scikit_build_core", "nanobind"))
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path),
-         *(["--no-build-isolation"] if local else []), "-Cbuild-dir=build/test-wheel",
-         "-Ccmake.define.ADAMCORE_CUDA=OFF", str(ROOT)],
+def _pip_wheel(out_dir, build_dir):
+    """pip wheel of the source tree, isolated as a plain `pip install .` is, CPU only and without
+    the JAX FFI module (fast), verbose so that the build tool's lines show what was compiled."""
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(out_dir),
+         f"-Cbuild-dir={build_dir}", "-Ccmake.define.ADAMCORE_CUDA=OFF",
+         "-Ccmake.define.ADAMCORE_JAX=OFF", str(ROOT)],
         cwd=ROOT, capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, done.stderr[-3000:]
-    (wheel,) = tmp_path.glob("adamcore-*.whl")
+
+
+def _compiled(output: str) -> list[str]:
+    # Ninja's and Make's progress lines for a compilation ("[3/36] Building CXX object ...")
+    return [line.strip() for line in output.splitlines() if "Building C" in line and "object" in line]
+
+
+@pytest.mark.skipif(not (ROOT / "pyproject.toml").exists(), reason="needs the source tree")
+def test_wheel_ships_licence_and_stubs_and_rebuilds_incrementally(tmp_path):
+    """Two real isolated wheel builds into one build directory (reused between runs): the wheel
+    carries the licence and the stubs, and the second build, in a new isolated environment as
+    every `pip install .` is, compiles nothing (backend/adamcore_build_backend.py)."""
+    first = _pip_wheel(tmp_path / "first", "build/test-wheel")
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    (wheel,) = (tmp_path / "first").glob("adamcore-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for name in ("adamcore/py.typed", "adamcore/_core.pyi", "adamcore/_cuda.pyi"):
         assert name in names, name
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), names
+
+    second = _pip_wheel(tmp_path / "second", "build/test-wheel")
+    log = second.stdout + second.stderr  # pip -v passes the backend's output on to stderr
+    assert second.returncode == 0, log[-5000:]
+    assert "configured afresh, its compiled objects kept" in log, log[-3000:]
+    assert _compiled(log) == [], _compiled(log)
+    (again,) = (tmp_path / "second").glob("adamcore-*.whl")
+    assert sorted(zipfile.ZipFile(again).namelist()) == sorted(names)
+
+
+def test_backend_keeps_objects_when_the_build_environment_is_new(tmp_path, monkeypatch):
+    """The backend's reset of a build directory last built from another scikit-build-core: the
+    CMake cache, CMake's own state and scikit-build-core's record go, the targets' objects stay;
+    a build directory of the same environment, or of another source tree, is left alone."""
+    pytest.importorskip("scikit_build_core")
+    monkeypatch.syspath_prepend(str(ROOT / "backend"))
+    backend = importlib.import_module("adamcore_build_backend")
+    import json
+
+    import scikit_build_core
+
+    here = str(Path(scikit_build_core.__file__).parent.resolve())
+    monkeypatch.chdir(tmp_path)
+
+    def build_dir(name, skbuild_path, source=tmp_path):
+        d = tmp_path / "build" / name
+        (d / "CMakeFiles" / "_core.dir" / "cpp").mkdir(parents=True)
+        (d / "CMakeFiles" / "_core.dir" / "cpp" / "core_module.cpp.o").write_text("object")
+        (d / "CMakeFiles" / "4.0.0").mkdir()
+        (d / "CMakeFiles" / "4.0.0" / "CMakeCXXCompiler.cmake").write_text("old compiler")
+        (d / "CMakeFiles" / "rules.ninja").write_text("rules")
+        (d / "CMakeCache.txt").write_text("CMAKE_COMMAND=/tmp/old-env/bin/cmake")
+        (d / ".ninja_log").write_text("log")
+        (d / backend.INFO).write_text(json.dumps(
+            {"source_dir": str(source.resolve()), "skbuild_path": skbuild_path}))
+        return d
+
+    old = build_dir("old-env", "/tmp/pip-build-env-gone/site-packages/scikit_build_core")
+    same = build_dir("same-env", here)
+    other = build_dir("other-tree", "/tmp/gone", source=tmp_path / "elsewhere")
+    living = tmp_path / "venv" / "site-packages" / "scikit_build_core"
+    living.mkdir(parents=True)
+    dev = build_dir("dev", str(living))  # a --no-build-isolation directory of another venv
+    # build-dir's placeholders match any name; only directories with a record are candidates
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "x"\nversion = "1"\n[tool.scikit-build]\n'
+        'build-dir = "build/{wheel_tag}"\n')
+    (tmp_path / "build" / "no-record").mkdir()
+    found, exact = backend._build_dirs({}, "wheel")
+    assert sorted(p.name for p in found) == ["dev", "old-env", "other-tree", "same-env"]
+    assert not exact
+    assert backend._build_dirs({"build-dir": "build/dev"}, "wheel") == ([Path("build/dev")], True)
+
+    for d in (old, same, other, dev):
+        backend._forget_old_environment(d, exact=False)
+
+    assert (old / "CMakeFiles" / "_core.dir" / "cpp" / "core_module.cpp.o").read_text() == "object"
+    assert (old / ".ninja_log").exists()
+    assert sorted(p.name for p in (old / "CMakeFiles").iterdir()) == ["_core.dir"]
+    assert not (old / "CMakeCache.txt").exists() and not (old / backend.INFO).exists()
+    for d in (same, other, dev):
+        assert (d / "CMakeCache.txt").exists() and (d / backend.INFO).exists()
+        assert (d / "CMakeFiles" / "4.0.0" / "CMakeCXXCompiler.cmake").exists()
+    # named exactly (-Cbuild-dir=build/dev), the directory is this build's: reset
+    backend._forget_old_environment(dev, exact=True)
+    assert not (dev / "CMakeCache.txt").exists()
+    assert (dev / "CMakeFiles" / "_core.dir" / "cpp" / "core_module.cpp.o").exists()
 
 
 def _stub_names(path: Path) -> set[str]:

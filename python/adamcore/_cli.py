@@ -40,8 +40,8 @@ def _jax_ffi_status() -> str:
 
     if importlib.util.find_spec("adamcore._jax_ffi") is not None:
         return "XLA FFI module built (adamcore.optax and JAX arrays run the C++ core)"
-    return ("XLA FFI module not built (jax was not installed where adamcore was built: JAX "
-            "arrays take the Array-API path; pip install --force-reinstall --no-deps . builds it)")
+    return ("XLA FFI module not built (no jaxlib where adamcore was built: JAX arrays take the "
+            "Array-API path; pip install . -Cadamcore.jax=true builds it)")
 
 
 
@@ -70,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
                            epilog=EXPLANATION, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_argument("--quick", action="store_true",
                        help="small sizes and short rounds: under a minute")
-    bench.add_argument("--device", choices=("cpu", "cuda"),
-                       help="only this device (default: the CPU, and CUDA when a GPU is seen)")
+    bench.add_argument("--device", choices=("cpu", "jax", "cuda"),
+                       help="only this device (default: the CPU; JAX's CPU backend, "
+                       "adamcore.optax against optax.adam through jit, when jax and optax are "
+                       "installed; CUDA when a GPU is seen)")
     bench.add_argument("--cases", metavar="TEXT[,TEXT...]",
                        help="only the cases whose name contains one of these, ignoring case, "
                        "e.g. '64m,bf16'; a pattern that matches no case is an error")

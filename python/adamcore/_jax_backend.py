@@ -35,7 +35,8 @@ def _registered() -> bool:
         from . import _jax_ffi
     except ImportError as e:
         raise ImportError("adamcore was built without its JAX FFI module (adamcore._jax_ffi): "
-                          "jax was not importable when adamcore was built") from e
+                          "no jaxlib where adamcore was built; pip install . -Cadamcore.jax=true "
+                          "builds it") from e
     for name, capsule in _jax_ffi.registrations().items():
         jax.ffi.register_ffi_target(name, capsule, platform="cpu")
     # built with the CUDA backend: the same target on XLA's CUDA stream (untested: no GPU in CI)

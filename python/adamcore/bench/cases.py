@@ -24,7 +24,7 @@ def step_bytes(param: str, grad: str, state: str, state_buffers: int = 2) -> int
 
 @dataclass(frozen=True)
 class Case:
-    device: str                   # "cpu" or "cuda"
+    device: str                   # "cpu", "cuda", or "jax" (JAX on its CPU backend)
     sizes: tuple[int, ...]        # elements of each tensor
     dtype: str = "float32"        # the parameters' dtype
     grad_dtype: str = "float32"
@@ -90,6 +90,8 @@ def default_cases(device: str, quick: bool, cores: int) -> list[Case]:
             if c not in unique:
                 unique.append(c)
         return unique
+    if device == "jax":
+        return _jax_cases(quick, cores)
     if device == "cuda":
         if quick:
             return [Case("cuda", (M,)), Case("cuda", (16 * M,)), Case("cuda", _split(16 * M, 200)),
@@ -100,6 +102,14 @@ def default_cases(device: str, quick: bool, cores: int) -> list[Case]:
                 Case("cuda", (16 * M,), "bfloat16", "bfloat16"),
                 Case("cuda", (16 * M,), "float16", "float16")]
     raise ValueError(f"unknown device {device!r}")
+
+
+def _jax_cases(quick: bool, cores: int) -> list[Case]:
+    """adamcore.optax against optax.adam, both through jax.jit on JAX's CPU backend
+    (bench/jax_peers.py): one tensor and 64, at 1M and 64M elements, all threads."""
+    totals = (64 * 1024,) if quick else (M, 64 * M)
+    return [Case("jax", sizes, threads=cores) for total in totals
+            for sizes in ((total,), _split(total, 64 if not quick else 8))]
 
 
 def _wanted(patterns: list[str] | None) -> list[str]:

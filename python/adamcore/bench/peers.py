@@ -60,6 +60,10 @@ def make_work(case: Case, seed: int = 0) -> Work:
     def host(n, dtype):
         return rng.standard_normal(n, dtype=np.float32).astype(dtype, copy=False)
 
+    if case.device == "jax":
+        from . import jax_peers
+
+        return jax_peers.make_work(case)
     if case.device == "cpu":
         if case.dtype == "bfloat16" or case.grad_dtype == "bfloat16":
             if not have("torch"):
@@ -437,4 +441,8 @@ CUDA_PEERS = [CudaProbe(), CudaCopy(), AdamcoreClass(), TorchFused(), TorchForea
 
 
 def peers_for(device: str) -> list[Peer]:
+    if device == "jax":
+        from .jax_peers import JAX_PEERS
+
+        return JAX_PEERS
     return CPU_PEERS if device == "cpu" else CUDA_PEERS

@@ -64,7 +64,9 @@ opt.step(grads), Python front end included; "adamcore raw core" is the compiled 
 (arrays imported once), so the gap between the two is the front end's cost. The rest are peers.
 Above 100% of the probe: at small sizes the arrays stay in the CPU's caches, so a step can move
 its bytes faster than the probe's single pass over main memory; only large cases (16M, 64M)
-measure memory bandwidth. 16-bit rows are charged their own (smaller) byte counts."""
+measure memory bandwidth. 16-bit rows are charged their own (smaller) byte counts.
+"jax" cases: "adamcore.optax (jit)" and "optax.adam (jit)" are one jitted training-loop step
+(state and params donated) on JAX's CPU backend; adamcore's is one XLA FFI call into the core."""
 
 
 def skipped_lines(rows: list[dict]) -> list[str]:

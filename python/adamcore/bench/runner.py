@@ -56,7 +56,7 @@ def machine() -> dict:
 def versions() -> dict:
     out = {}
     for dist in ("adamcore", "numpy", "torch", "cupy", "cupy-cuda12x", "cupy-cuda13x",
-                 "deepspeed", "torch-optimi", "matplotlib"):
+                 "deepspeed", "torch-optimi", "jax", "jaxlib", "optax", "matplotlib"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -146,7 +146,7 @@ def _run_case(case, quick, budget_s, sample_s, progress, min_rounds) -> list[dic
         work = peers_mod.make_work(case)
     except peers_mod.Skip as e:
         return [_row(case, p, "skipped", str(e)) for p in peers_mod.peers_for(case.device)]
-    timer = timing.WallClock() if case.device == "cpu" else timing.CudaEvents()
+    timer = timing.WallClock() if case.device in ("cpu", "jax") else timing.CudaEvents()
     for peer in peers_mod.peers_for(case.device):
         row = _row(case, peer, "ok")
         rows.append(row)
@@ -220,10 +220,12 @@ class Progress:
 # ---- the run ------------------------------------------------------------------------------------
 
 def devices(wanted: str | None) -> list[str]:
-    """cpu always; cuda when a GPU is visible (or when asked for explicitly)."""
+    """cpu always; jax when jax and optax are installed; cuda when a GPU is visible (or each
+    when asked for explicitly)."""
     if wanted:
         return [wanted]
-    return ["cpu"] + (["cuda"] if gpu_names() else [])
+    jax = ["jax"] if peers_mod.have("jax") and peers_mod.have("optax") else []
+    return ["cpu"] + jax + (["cuda"] if gpu_names() else [])
 
 
 class NoCases(ValueError):
@@ -303,6 +305,10 @@ def main(device=None, quick=False, patterns=None, json_path=None, plot_path=None
     print(report.EXPLANATION + "\n")
     for line in report.skipped_lines(result["rows"]):
         print(line)
+    if device is None and "jax" not in devices(None):
+        from .jax_peers import INSTALL_JAX
+
+        print(f"not run: the jax cases (adamcore.optax, optax.adam): {INSTALL_JAX}")
     if out_dir and (json_path is None or plot_path is None):
         os.makedirs(out_dir, exist_ok=True)
         json_path = json_path or os.path.join(out_dir, "bench.json")
