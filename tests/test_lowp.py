@@ -436,3 +436,30 @@ def test_core_refuses_what_python_would():
         _core.adam_step([p], [g], [torch.zeros(8, dtype=torch.float16)],
                         [torch.zeros(8, dtype=torch.float16)], [], [], [hp[:7] + (0,)])
     assert torch.equal(p, torch.ones(8, dtype=torch.bfloat16)) and torch.equal(m, torch.zeros(8))
+
+
+def test_experiment_plain_bfloat16_loses_what_kahan_and_rounding_keep():
+    """bench/lowp_experiment.py, short: with the lr decaying far below bfloat16's ulp, plain
+    bfloat16 params end at a clearly worse loss; Kahan summation and stochastic rounding stay
+    at the float32 run's (loose bounds: the full run's table is in bench/NOTES.md)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        import lowp_experiment as experiment
+    finally:
+        sys.path.pop(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        names = ["fp32", "bf16", "bf16 + kahan", "bf16 + stochastic rounding"]
+        r = experiment.run({k: experiment.MODES[k] for k in names}, steps=400)
+    finally:
+        torch.set_num_threads(threads)
+    fp32 = r["fp32"]["train_loss"]
+    assert r["bf16"]["train_loss"] > 1.2 * fp32
+    assert r["bf16 + kahan"]["train_loss"] < 1.05 * fp32
+    assert r["bf16 + stochastic rounding"]["train_loss"] < 1.1 * fp32
+    assert r["bf16 + kahan"]["distance_to_fp32"] < 0.3 * r["bf16"]["distance_to_fp32"]
+    assert r["bf16 + stochastic rounding"]["distance_to_fp32"] < 0.5 * r["bf16"]["distance_to_fp32"]
