@@ -141,10 +141,9 @@ static inline Coeffs<Vec> broadcast(const Coeffs<float>& c) {
 using VU = uint32_t __attribute__((vector_size(sizeof(VF))));
 static inline Vec round_to(Vec x, bfloat16) {
     const VU u = (VU)x.x;
-    const VU rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    const VU quiet = (u >> 16) | 0x40u;
-    const VU out = ((u & 0x7fffffffu) > 0x7f800000u) ? quiet : rounded;
-    return {(VF)(out << 16)};
+    const VU rounded = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    const VU quiet = (u & 0xffff0000u) | 0x400000u;
+    return {(VF)(((u & 0x7fffffffu) > 0x7f800000u) ? quiet : rounded)};
 }
 static inline Vec round_to(Vec x, float16) {
 #if defined(__AVX512F__) && defined(__AVX512BW__)
@@ -161,14 +160,35 @@ static inline Vec stochastic_round_bf16(Vec x, VU random) {
     const VU rounded = (u + (random >> 16)) & 0xffff0000u;
     return {(VF)(((u & 0x7fffffffu) > 0x7f800000u) ? quiet : rounded)};
 }
-// random_bits() of the lanes' elements first, first + 1, ...: bkey is block_key() of their
-// 2^32-element block, which the caller's range does not leave.
-static inline VU lane_bits(uint32_t bkey, uint64_t first) {
-    VU index;
-    for (int64_t k = 0; k < lanes; ++k) index[k] = static_cast<uint32_t>(first) + static_cast<uint32_t>(k);
-    VU key;
-    for (int64_t k = 0; k < lanes; ++k) key[k] = bkey;
-    return mix32(key ^ index);
+// random_bits() of the lanes' elements first, first + 1, ...: key holds block_key() of their
+// 2^32-element block (which the caller's range does not leave) in every lane, iota 0, 1, ...
+static inline VU lane_bits(VU key, VU iota, uint64_t first) {
+    return mix32(key ^ (iota + static_cast<uint32_t>(first)));
+}
+static inline VU splat(uint32_t x) {
+    VU r;
+    for (int64_t k = 0; k < lanes; ++k) r[k] = x;
+    return r;
+}
+static inline VU iota_lanes() {
+    VU r;
+    for (int64_t k = 0; k < lanes; ++k) r[k] = static_cast<uint32_t>(k);
+    return r;
+}
+
+// Stores of values already representable in the storage type (the rounding modes' results):
+// no second rounding, only the conversion.
+static inline void store_exact(float* p, Vec v) { store(p, v); }
+static inline void store_exact(float16* p, Vec v) { store(p, v); }  // one instruction, exact
+static inline void store_exact(bfloat16* p, Vec v) {
+    const VU out = (VU)v.x >> 16;  // the low halves are zero
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16((__m512i)out));
+#else
+    const __m256i packed = _mm256_packus_epi32((__m256i)out, (__m256i)out);
+    const __m256i ordered = _mm256_permute4x64_epi64(packed, 0x08);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(ordered));
+#endif
 }
 
 // n elements of any 16-bit combo without amsgrad (and float32 params with 16-bit state): each
@@ -178,7 +198,8 @@ template <int Mode, bool L2, class P, class G, class M>
 void update_run_vector(P* p, const G* g, M* m, M* v, P* comp, int64_t n, const Coeffs<float>& c,
                        uint32_t key, uint64_t first) {
     const Coeffs<Vec> cv = broadcast(c);
-    const uint32_t bkey = block_key(key, first >> 32);
+    const VU bkey = splat(block_key(key, first >> 32));
+    const VU iota = iota_lanes();
     int64_t i = 0;
     for (; i + lanes <= n; i += lanes) {
         const Vec p_old = load(p + i);
@@ -189,10 +210,10 @@ void update_run_vector(P* p, const G* g, M* m, M* v, P* comp, int64_t n, const C
         if constexpr (Mode == round_kahan) {
             Vec out, cw = load(comp + i);
             kahan_store(p_old, p_new, out, cw, P{});
-            store(p + i, out);
-            store(comp + i, cw);
+            store_exact(p + i, out);
+            store_exact(comp + i, cw);
         } else if constexpr (Mode == round_stochastic) {
-            store(p + i, stochastic_round_bf16(p_new, lane_bits(bkey, first + i)));
+            store_exact(p + i, stochastic_round_bf16(p_new, lane_bits(bkey, iota, first + i)));
         } else {
             store(p + i, p_new);
         }

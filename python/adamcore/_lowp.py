@@ -108,6 +108,9 @@ def check_param(i: int, p, group: dict) -> None:
                         f"Kahan summation would keep)")
     if group.get("stochastic_rounding") and dt != "bfloat16":
         raise TypeError(f"param {i} has dtype {dt}; stochastic_rounding is for bfloat16 params")
+    if group.get("stochastic_rounding") and _arrays.library(p) not in ("numpy", "torch", "cupy"):
+        raise TypeError(f"param {i} is a {_arrays.library(p)} array; stochastic_rounding takes "
+                        f"NumPy, CuPy or torch arrays (its bits are drawn through their views)")
 
 
 def tensor_seed(group: dict, index: int) -> int:

@@ -72,15 +72,22 @@ ADAMCORE_HD uint32_t random_bits(uint32_t key, uint64_t index) {
 // 16 bits bfloat16 drops, and those are cut. A value between bfloat16 neighbours a < x < b goes
 // to b with probability (x - a) / (b - a). NaN stays a quiet NaN (as narrow() keeps it); inf
 // stays inf; a value just below the largest bfloat16 may round up to inf, as it must.
+// (Selects, not branches, so that a loop over them vectorizes.)
 ADAMCORE_HD float stochastic_round_bf16(float x, uint32_t random) {
     const uint32_t u = float_bits(x);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return bits_float((u & 0xffff0000u) | 0x400000u);
-    return bits_float((u + (random >> 16)) & 0xffff0000u);
+    const uint32_t quiet = (u & 0xffff0000u) | 0x400000u;
+    const uint32_t rounded = (u + (random >> 16)) & 0xffff0000u;
+    return bits_float((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
 }
 
-// x rounded to nearest (even) in the dtype of P, widened back.
+// x rounded to nearest (even) in the dtype of P, widened back: widen(narrow(x, P{})).
 ADAMCORE_HD float round_to(float x, float16) { return widen(narrow(x, float16{})); }
-ADAMCORE_HD float round_to(float x, bfloat16) { return widen(narrow(x, bfloat16{})); }
+ADAMCORE_HD float round_to(float x, bfloat16) {
+    const uint32_t u = float_bits(x);
+    const uint32_t quiet = (u & 0xffff0000u) | 0x400000u;
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    return bits_float((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+}
 
 // Kahan-compensated store of one update: p_old is the stored param, p_new the updated value in
 // float32, comp the compensation (widened). The update plus the compensation is added to p_old
