@@ -151,7 +151,7 @@ def main(argv=None) -> None:
     summary = {name: {k: v for k, v in r.items() if k != "weights"} for name, r in results.items()}
     (args.out / "lowp_experiment.json").write_text(json.dumps(
         {"steps": args.steps, "modes": {k: MODES[k] for k in results}, "results": summary},
-        indent=1))
+        ) + "\n")
     if plot(results, args.out / "lowp_experiment.png"):
         print(f"plot: {args.out / 'lowp_experiment.png'}")
 
