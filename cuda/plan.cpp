@@ -95,6 +95,7 @@ void Plan::step(const ArrayRef* grads, size_t count, const adamcore_hparams* hpa
                                            std::to_string(im.refs.size()) + " params");
     for (size_t i = 0; i < count; ++i) im.refs[i].grad = grads[i];
     validate_step(im.refs.data(), count, hparams, hparams_count);
+    detail::require_default_precision(im.refs.data(), count, hparams);
     const auto s = static_cast<cudaStream_t>(stream);
     DeviceGuard guard(im.device);
     if (check_finite) check_finite_grads(im.refs.data(), count, im.device, s);

@@ -55,6 +55,21 @@ void finish_ranges(HostTable& t, const std::vector<int>& keys, const std::vector
 
 }  // namespace
 
+void require_default_precision(const TensorRef* tensors, size_t count,
+                               const adamcore_hparams* hparams) {
+    for (size_t i = 0; i < count; ++i) {
+        const TensorRef& t = tensors[i];
+        const bool lowp_flags = hparams && (hparams[t.hparams_index].flags &
+                                            (ADAMCORE_KAHAN_SUMMATION | ADAMCORE_STOCHASTIC_ROUNDING));
+        if (lowp_flags || t.exp_avg.dtype != state_dtype_for(t.param.dtype))
+            fail(ErrorKind::unavailable,
+                 "param " + std::to_string(i) +
+                     ": the CUDA kernels take only the default state dtype, without "
+                     "kahan_summation or stochastic_rounding (adamcore's Python API steps "
+                     "those on the reference path; the CPU core runs them)");
+    }
+}
+
 HostTable build_table(const TensorRef* tensors, size_t count, const adamcore_hparams* hparams) {
     const bool with_grads = hparams != nullptr;
     HostTable table;

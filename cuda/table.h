@@ -46,6 +46,12 @@ void* lowest(const ArrayRef& a, int64_t low);
 //   hparams nullptr (a Plan, before any grad is known): grads left out (grads[] unset; each
 //     step checks its grads against the params); amsgrad where a max_exp_avg_sq is given;
 //     tensors not dense in one layout refused; ranges by param dtype, as combo_of(param, param).
+// Refuses (ErrorKind::unavailable, naming the param) what the CUDA kernels do not run yet: a
+// state dtype other than the default, Kahan summation, stochastic rounding (adamcore's Python
+// API steps those on the reference path; the CPU core and its C ABI run them natively).
+void require_default_precision(const TensorRef* tensors, size_t count,
+                               const adamcore_hparams* hparams);
+
 HostTable build_table(const TensorRef* tensors, size_t count, const adamcore_hparams* hparams);
 
 // Everything in one allocation: tensors | tile_begin | grads | dims | extra (8-byte aligned).

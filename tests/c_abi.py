@@ -10,7 +10,8 @@ from __future__ import annotations
 import ctypes
 import functools
 import re
-from ctypes import POINTER, c_char_p, c_double, c_int, c_int64, c_size_t, c_uint32, c_void_p
+from ctypes import (POINTER, c_char_p, c_double, c_int, c_int32, c_int64, c_size_t, c_uint32,
+                    c_uint64, c_void_p)
 from pathlib import Path
 
 import adamcore
@@ -59,6 +60,16 @@ def hparams(*, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
                    flags)
 
 
+class Tensor(ctypes.Structure):
+    """adamcore_tensor."""
+
+    _fields_ = [("param", c_void_p), ("grad", c_void_p), ("exp_avg", c_void_p),
+                ("exp_avg_sq", c_void_p), ("max_exp_avg_sq", c_void_p),
+                ("compensation", c_void_p), ("n", c_int64), ("seed", c_uint64),
+                ("param_dtype", c_int32), ("grad_dtype", c_int32), ("state_dtype", c_int32),
+                ("reserved", c_int32)]
+
+
 _ptr, _ptrs = c_void_p, POINTER(c_void_p)  # arrays are passed by address
 _hp = POINTER(HParams)
 SIGNATURES = {
@@ -70,6 +81,7 @@ SIGNATURES = {
     "adamcore_adam_step_f64": (c_int, [_ptr] * 5 + [c_int64, _hp]),
     "adamcore_adam_step_multi_f32": (c_int, [_ptrs] * 5 + [POINTER(c_int64), c_size_t, _hp]),
     "adamcore_adam_step_multi_f64": (c_int, [_ptrs] * 5 + [POINTER(c_int64), c_size_t, _hp]),
+    "adamcore_adam_step_tensors": (c_int, [POINTER(Tensor), c_size_t, _hp]),
     "adamcore_get_num_threads": (c_int, []),
     "adamcore_set_num_threads": (c_int, [c_int]),
     "adamcore_simd_level": (c_char_p, []),

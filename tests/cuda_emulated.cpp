@@ -318,6 +318,24 @@ void test_errors() {
     check(raised, "check_finite raises not_finite naming grad 1");
     check(same_bytes(a, pristine_a2), "check_finite wrote nothing");
     (void)pristine_c;
+
+    // the low-precision modes are the CPU core's only: refused, nothing written
+    Case h = make_case(DType::bfloat16, DType::bfloat16, Layout::c, Layout::c, 4, 5, 0);
+    Case pristine_h = clone(h);
+    TensorRef th = tensor(h);
+    {
+        auto hp_flag = hparam_sets(1, 1);
+        hp_flag[0].flags |= ADAMCORE_STOCHASTIC_ROUNDING;
+        raised = false;
+        try {
+            cuda::adam_step(&th, 1, hp_flag.data(), 1, false, 0, nullptr);
+        } catch (const Error& e) {
+            raised = e.kind() == ErrorKind::unavailable &&
+                     std::string(e.what()).find("param 0") != std::string::npos;
+        }
+        check(raised, "stochastic rounding on the CUDA kernels is an unavailable error naming the param");
+        check(same_bytes(h, pristine_h), "nothing written after the refusal");
+    }
 }
 
 void test_first_nonfinite() {

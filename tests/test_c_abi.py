@@ -266,7 +266,7 @@ BAD_HPARAMS = [
     (dict(eps=-1.0), "eps must be a finite number >= 0"),
     (dict(weight_decay=math.nan), "weight_decay must be a finite number >= 0, got nan"),
     (dict(step=0), "step must be >= 1"),
-    (dict(flags=0x30), "unknown flag bits 48"),
+    (dict(flags=0xC0), "unknown flag bits 192"),
     (dict(flags=0x2, max_lr=0.0), "decouple_lr needs max_lr, a finite number > 0, got 0"),
 ]
 
@@ -446,3 +446,85 @@ def test_multi_step_disjoint_tensors_of_one_buffer_are_fine(rng):
     tensors = [(buf[:10], g, np.zeros(10, np.float32), np.zeros(10, np.float32), None),
                (buf[10:], g, np.zeros(10, np.float32), np.zeros(10, np.float32), None)]
     assert c_step_multi(tensors, c_abi.hparams(step=1, lr=0.1)) == K["OK"], last_error()
+
+
+# ---- adamcore_adam_step_tensors: any dtype and the low-precision modes ------------------------
+
+
+def _tensor(p, g, m, v, comp=None, seed=0, vmax=None):
+    codes = {"float16": K["FLOAT16"], "bfloat16": K["BFLOAT16"], "float32": K["FLOAT32"],
+             "float64": K["FLOAT64"]}
+    name = lambda a: "bfloat16" if a.dtype.name == "bfloat16" else a.dtype.name  # noqa: E731
+    return c_abi.Tensor(c_abi.address(p), c_abi.address(g), c_abi.address(m), c_abi.address(v),
+                        c_abi.address(vmax), c_abi.address(comp), p.size, seed, codes[name(p)],
+                        codes[name(g)], codes[name(m)], 0)
+
+
+@pytest.mark.parametrize("mode", ["kahan", "stochastic", "state-bf16"])
+def test_tensors_entry_point_matches_python_api(mode):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf16 = ml_dtypes.bfloat16
+    rng = np.random.default_rng(3)
+    n = 1029
+    p = rng.standard_normal(n).astype(bf16)
+    g = rng.standard_normal(n).astype(np.float32)
+    state = bf16 if mode == "state-bf16" else np.float32
+    m, v = np.zeros(n, state), np.zeros(n, state)
+    comp = np.zeros(n, bf16) if mode == "kahan" else None
+    # the Python API on the same values (NumPy bfloat16 takes the reference path)
+    q, mq, vq = p.copy(), m.copy(), v.copy()
+    cq = None if comp is None else comp.copy()
+    flags = {"kahan": K["KAHAN_SUMMATION"], "stochastic": K["STOCHASTIC_ROUNDING"]}.get(mode, 0)
+    for step in (1, 2):
+        hp = c_abi.hparams(step=step, lr=1e-2)
+        hp.flags |= flags
+        # seed 2**32 * 5 + 0: what Adam(rounding_seed=5) gives param 0, and adam_step below
+        t = _tensor(p, g, m, v, comp, seed=5 << 32)
+        assert lib.adamcore_adam_step_tensors(ctypes.byref(t), 1, ctypes.byref(hp)) == K["OK"], \
+            last_error()
+        adamcore.adam_step(q, g, mq, vq, step=step, lr=1e-2, kahan_summation=mode == "kahan",
+                           compensation=cq, stochastic_rounding=mode == "stochastic",
+                           rounding_seed=5)
+    assert np.array_equal(p.view(np.uint16), q.view(np.uint16))
+    assert np.array_equal(m.astype(np.float32), mq.astype(np.float32))
+    if comp is not None:
+        assert np.array_equal(comp.view(np.uint16), cq.view(np.uint16))
+
+
+def test_tensors_entry_point_refuses_with_nothing_written():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    p = np.ones(8, ml_dtypes.bfloat16)
+    g = np.ones(8, np.float32)
+    m, v = np.zeros(8, np.float32), np.zeros(8, np.float32)
+    hp = c_abi.hparams(step=1, lr=0.1)
+    hp.flags |= K["KAHAN_SUMMATION"]
+    t = _tensor(p, g, m, v)
+    assert lib.adamcore_adam_step_tensors(ctypes.byref(t), 1, ctypes.byref(hp)) == \
+        K["ERROR_INVALID_VALUE"]
+    assert "compensation 0 is missing" in last_error()
+    hp.flags |= K["STOCHASTIC_ROUNDING"]
+    assert lib.adamcore_adam_step_tensors(ctypes.byref(t), 1, ctypes.byref(hp)) == \
+        K["ERROR_INVALID_VALUE"]
+    assert "exclude each other" in last_error()
+    hp.flags = K["STOCHASTIC_ROUNDING"]
+    p32 = np.ones(8, np.float32)
+    t32 = _tensor(p32, g, m, v)
+    assert lib.adamcore_adam_step_tensors(ctypes.byref(t32), 1, ctypes.byref(hp)) == \
+        K["ERROR_INVALID_DTYPE"]
+    assert "stochastic_rounding is for bfloat16" in last_error()
+    bad = _tensor(p, g, m, v)
+    bad.state_dtype = 9
+    hp.flags = 0
+    assert lib.adamcore_adam_step_tensors(ctypes.byref(bad), 1, ctypes.byref(hp)) == \
+        K["ERROR_INVALID_DTYPE"]
+    assert "tensors[0].state_dtype is 9" in last_error()
+    bad = _tensor(p, g, m, v)
+    bad.reserved = 1
+    assert lib.adamcore_adam_step_tensors(ctypes.byref(bad), 1, ctypes.byref(hp)) == \
+        K["ERROR_INVALID_VALUE"]
+    # the f32 entry points take no Kahan buffer: refused, not ignored
+    hp.flags = K["KAHAN_SUMMATION"]
+    assert lib.adamcore_adam_step_f32(c_abi.address(p32), c_abi.address(g), c_abi.address(m),
+                                      c_abi.address(v), None, 8, ctypes.byref(hp)) == \
+        K["ERROR_INVALID_DTYPE"]
+    assert np.all(p.astype(np.float32) == 1) and np.all(m == 0) and np.all(p32 == 1)

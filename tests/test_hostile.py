@@ -274,10 +274,15 @@ def test_big_endian_arrays_are_named():
         adamcore.clip_grad_norm([np.ones(3, ">f4")], 1.0)
 
 
-def test_ml_dtypes_bfloat16_numpy_is_named():
+def test_ml_dtypes_bfloat16_numpy_steps_and_clip_names_it():
+    """NumPy cannot export ml_dtypes.bfloat16 through DLPack: a step takes the reference path
+    (the same numbers as the core's); the native-only clip_grad_norm names what to do."""
     ml_dtypes = pytest.importorskip("ml_dtypes")
-    with pytest.raises(TypeError, match="param 0 is a NumPy array of ml_dtypes.bfloat16"):
-        adamcore.Adam([np.zeros(3, ml_dtypes.bfloat16)])
+    p = np.zeros(3, ml_dtypes.bfloat16)
+    adamcore.Adam([p], lr=0.5).step([np.ones(3, ml_dtypes.bfloat16)])
+    assert np.all(p.astype(np.float32) == -0.5)
+    with pytest.raises(TypeError, match="grad 0 is a NumPy array of ml_dtypes.bfloat16"):
+        adamcore.clip_grad_norm([np.ones(3, ml_dtypes.bfloat16)], 1.0)
 
 
 def test_sparse_torch_grad_is_named():

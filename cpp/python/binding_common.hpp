@@ -95,7 +95,9 @@ std::vector<TensorRef> import_tensors(const std::vector<Array>& params,
                                       const std::vector<Array>& exp_avgs,
                                       const std::vector<Array>& exp_avg_sqs,
                                       const std::vector<std::optional<Array>>& max_exp_avg_sqs,
-                                      const std::vector<size_t>& hparams_index, Import&& import) {
+                                      const std::vector<size_t>& hparams_index, Import&& import,
+                                      const std::vector<std::optional<Array>>* compensations = nullptr,
+                                      const std::vector<uint64_t>* seeds = nullptr) {
     std::vector<TensorRef> tensors(params.size());
     for (size_t i = 0; i < params.size(); ++i) {
         TensorRef& t = tensors[i];
@@ -108,30 +110,43 @@ std::vector<TensorRef> import_tensors(const std::vector<Array>& params,
             t.has_max_exp_avg_sq = true;
         }
         t.hparams_index = hparams_index.empty() ? 0 : hparams_index[i];
+        if (compensations && !compensations->empty() && (*compensations)[i]) {
+            t.compensation = import(*(*compensations)[i], "compensation", i);
+            t.has_compensation = true;
+        }
+        if (seeds && !seeds->empty()) t.seed = (*seeds)[i];
     }
     return tensors;
 }
 
 // The arrays a plan writes (params and state), held by the plan so that they outlive the
 // pointers it keeps, with their counts checked.
+// The low-precision lists may be empty (no Kahan summation, no stochastic rounding);
+// compensations may hold None for tensors without Kahan summation.
 struct HeldArrays {
     std::vector<Array> params, exp_avgs, exp_avg_sqs;
     std::vector<std::optional<Array>> max_exp_avg_sqs;
     std::vector<size_t> hparams_index;
+    std::vector<std::optional<Array>> compensations;
+    std::vector<uint64_t> seeds;
 
     HeldArrays(std::vector<Array> p, std::vector<Array> m, std::vector<Array> v,
-               std::vector<std::optional<Array>> vmax, std::vector<size_t> index)
+               std::vector<std::optional<Array>> vmax, std::vector<size_t> index,
+               std::vector<std::optional<Array>> comp = {}, std::vector<uint64_t> seed = {})
         : params(std::move(p)), exp_avgs(std::move(m)), exp_avg_sqs(std::move(v)),
-          max_exp_avg_sqs(std::move(vmax)), hparams_index(std::move(index)) {
+          max_exp_avg_sqs(std::move(vmax)), hparams_index(std::move(index)),
+          compensations(std::move(comp)), seeds(std::move(seed)) {
         check_plan_counts(params.size(), exp_avgs.size(), exp_avg_sqs.size(),
                           max_exp_avg_sqs.size(), hparams_index.size());
+        if (!compensations.empty()) check_count(compensations.size(), params.size(), "compensations");
+        if (!seeds.empty()) check_count(seeds.size(), params.size(), "seeds");
     }
 
     // Their TensorRefs (grads unset), each array through import (see import_tensors).
     template <class Import>
     std::vector<TensorRef> tensors(Import&& import) const {
         return import_tensors(params, nullptr, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
-                              hparams_index, import);
+                              hparams_index, import, &compensations, &seeds);
     }
 };
 

@@ -43,9 +43,11 @@ ArrayRef array_ref(const A& a, const char* role, size_t index) {
 class CpuPlan {
 public:
     CpuPlan(std::vector<Array> params, std::vector<Array> exp_avgs, std::vector<Array> exp_avg_sqs,
-            std::vector<std::optional<Array>> max_exp_avg_sqs, std::vector<size_t> hparams_index)
+            std::vector<std::optional<Array>> max_exp_avg_sqs, std::vector<size_t> hparams_index,
+            std::vector<std::optional<Array>> compensations = {}, std::vector<uint64_t> seeds = {})
         : held_(std::move(params), std::move(exp_avgs), std::move(exp_avg_sqs),
-                std::move(max_exp_avg_sqs), std::move(hparams_index)),
+                std::move(max_exp_avg_sqs), std::move(hparams_index), std::move(compensations),
+                std::move(seeds)),
           tensors_(held_.tensors([](const auto& a, const char* role, size_t i) {
               return array_ref(a, role, i);
           })) {}
@@ -73,9 +75,11 @@ private:
 void adam_step(std::vector<Array> params, const std::vector<ReadOnlyArray>& grads,
                std::vector<Array> exp_avgs, std::vector<Array> exp_avg_sqs,
                std::vector<std::optional<Array>> max_exp_avg_sqs, std::vector<size_t> hparams_index,
-               const std::vector<HParamsTuple>& hparams, bool check_finite) {
+               const std::vector<HParamsTuple>& hparams, bool check_finite,
+               std::vector<std::optional<Array>> compensations, std::vector<uint64_t> seeds) {
     CpuPlan plan(std::move(params), std::move(exp_avgs), std::move(exp_avg_sqs),
-                 std::move(max_exp_avg_sqs), std::move(hparams_index));
+                 std::move(max_exp_avg_sqs), std::move(hparams_index), std::move(compensations),
+                 std::move(seeds));
     plan.step(grads, hparams, check_finite);
 }
 
@@ -121,6 +125,8 @@ NB_MODULE(_core, m) {
     m.attr("DECOUPLE_LR") = ADAMCORE_DECOUPLE_LR;
     m.attr("AMSGRAD") = ADAMCORE_AMSGRAD;
     m.attr("MAXIMIZE") = ADAMCORE_MAXIMIZE;
+    m.attr("KAHAN_SUMMATION") = ADAMCORE_KAHAN_SUMMATION;
+    m.attr("STOCHASTIC_ROUNDING") = ADAMCORE_STOCHASTIC_ROUNDING;
     m.attr("version") = adamcore_version();
 #if defined(_OPENMP)
     m.attr("openmp") = true;
@@ -131,9 +137,12 @@ NB_MODULE(_core, m) {
     nb::class_<CpuPlan>(m, "CpuPlan",
                         "The params and state of a step, imported once; step() takes the grads.")
         .def(nb::init<std::vector<Array>, std::vector<Array>, std::vector<Array>,
-                      std::vector<std::optional<Array>>, std::vector<size_t>>(),
+                      std::vector<std::optional<Array>>, std::vector<size_t>,
+                      std::vector<std::optional<Array>>, std::vector<uint64_t>>(),
              "params"_a.noconvert(), "exp_avgs"_a.noconvert(), "exp_avg_sqs"_a.noconvert(),
-             "max_exp_avg_sqs"_a.noconvert(), "hparams_index"_a)
+             "max_exp_avg_sqs"_a.noconvert(), "hparams_index"_a,
+             "compensations"_a.noconvert() = std::vector<std::optional<Array>>{},
+             "seeds"_a = std::vector<uint64_t>{})
         .def("step", &CpuPlan::step, "grads"_a.noconvert(), "hparams"_a, "check_finite"_a = false)
         .def("__len__", &CpuPlan::size);
 
@@ -141,10 +150,15 @@ NB_MODULE(_core, m) {
           "exp_avgs"_a.noconvert(), "exp_avg_sqs"_a.noconvert(),
           "max_exp_avg_sqs"_a.noconvert(), "hparams_index"_a, "hparams"_a,
           "check_finite"_a = false,
+          "compensations"_a.noconvert() = std::vector<std::optional<Array>>{},
+          "seeds"_a = std::vector<uint64_t>{},
           "One step over all tensors: validates everything, then updates in place. "
           "max_exp_avg_sqs may be empty, or hold None for tensors without amsgrad; "
           "hparams_index (one per tensor, or empty for all 0) selects each tensor's hparams, "
-          "a tuple (lr, beta1, beta2, eps, weight_decay, max_lr, step, flags).");
+          "a tuple (lr, beta1, beta2, eps, weight_decay, max_lr, step, flags). "
+          "State arrays may be float32 (float64 params: float64), the param's dtype or bfloat16. "
+          "compensations (Kahan summation's buffers, the params' dtypes; None for tensors "
+          "without) and seeds (stochastic rounding's per-tensor seeds) may be empty.");
 
     m.def("first_nonfinite", &first_nonfinite, "arrays"_a.noconvert(),
           "Index of the first array holding inf or NaN, or -1 when all are finite.");

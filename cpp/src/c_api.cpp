@@ -5,6 +5,7 @@
 #include <exception>
 #include <new>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "adamcore/adamcore.h"
@@ -30,10 +31,76 @@ const char* static_level_name(const std::string& name) {
     return "unknown";
 }
 
+DType c_dtype(int32_t code, size_t i, const char* field) {
+    switch (code) {
+        case ADAMCORE_FLOAT16: return DType::float16;
+        case ADAMCORE_BFLOAT16: return DType::bfloat16;
+        case ADAMCORE_FLOAT32: return DType::float32;
+        case ADAMCORE_FLOAT64: return DType::float64;
+    }
+    throw Error(ErrorKind::invalid_dtype, "tensors[" + std::to_string(i) + "]." + field + " is " +
+                                              std::to_string(code) +
+                                              ", not an ADAMCORE_FLOAT16/BFLOAT16/FLOAT32/FLOAT64");
+}
+
+// adamcore_tensor descriptors as TensorRefs (lengths holds each n: the shapes point there).
+std::vector<TensorRef> tensor_refs(const adamcore_tensor* tensors, size_t count,
+                                   std::vector<int64_t>& lengths) {
+    if (count > 0 && !tensors) invalid("tensors is NULL (count is " + std::to_string(count) + ")");
+    lengths.resize(count);
+    std::vector<TensorRef> refs(count);
+    for (size_t i = 0; i < count; ++i) {
+        const adamcore_tensor& c = tensors[i];
+        const std::string where = "tensors[" + std::to_string(i) + "]";
+        if (c.n < 0) invalid(where + ".n must be >= 0, got " + std::to_string(c.n));
+        if (c.reserved != 0) invalid(where + ".reserved must be 0");
+        lengths[i] = c.n;
+        const DType param = c_dtype(c.param_dtype, i, "param_dtype");
+        const DType grad = c_dtype(c.grad_dtype, i, "grad_dtype");
+        const DType state = c_dtype(c.state_dtype, i, "state_dtype");
+        auto ref = [&](const void* data, DType dtype) {
+            ArrayRef a;
+            a.data = const_cast<void*>(data);
+            a.dtype = dtype;
+            a.ndim = 1;
+            a.shape = &lengths[i];
+            return a;
+        };
+        TensorRef& t = refs[i];
+        t.param = ref(c.param, param);
+        t.grad = ref(c.grad, grad);
+        t.exp_avg = ref(c.exp_avg, state);
+        t.exp_avg_sq = ref(c.exp_avg_sq, state);
+        t.max_exp_avg_sq = ref(c.max_exp_avg_sq, state);
+        t.has_max_exp_avg_sq = c.max_exp_avg_sq != nullptr || c.n == 0;
+        t.compensation = ref(c.compensation, param);
+        t.has_compensation = c.compensation != nullptr || c.n == 0;
+        t.seed = c.seed;
+        if (c.n > 0) {
+            const std::pair<const void*, const char*> required[] = {
+                {c.param, "param"}, {c.grad, "grad"}, {c.exp_avg, "exp_avg"},
+                {c.exp_avg_sq, "exp_avg_sq"}};
+            for (const auto& [data, name] : required)
+                if (!data) invalid(where + "." + name + " is NULL (n is " + std::to_string(c.n) + ")");
+        }
+    }
+    return refs;
+}
+
 }  // namespace
 }  // namespace adamcore
 
 extern "C" {
+
+int adamcore_adam_step_tensors(const adamcore_tensor* tensors, size_t count,
+                               const adamcore_hparams* hp) {
+    return adamcore::capi::guarded([&] {
+        if (!hp) adamcore::capi::invalid("hp is NULL");
+        std::vector<int64_t> lengths;
+        const std::vector<adamcore::TensorRef> refs = adamcore::tensor_refs(tensors, count, lengths);
+        adamcore::cpu_adam_step(refs.data(), refs.size(), hp, 1, false);
+    });
+}
 
 int adamcore_version(void) { return ADAMCORE_VERSION; }
 

@@ -9,6 +9,7 @@
 
 #include "adamcore/finite.h"
 #include "adamcore/half.h"
+#include "adamcore/lowp.h"
 #include "adamcore/update.h"
 #include "cpu_kernels.h"
 
@@ -135,23 +136,94 @@ static inline Coeffs<Vec> broadcast(const Coeffs<float>& c) {
             b(c.eps)};
 }
 
-template <bool L2, class P, class G>
-void update_run_vector(P* p, const G* g, float* m, float* v, int64_t n, const Coeffs<float>& c) {
+// Lane-wise versions of lowp.h's rounding helpers (the same integer operations, so the same
+// bits; tests compare every level with the scalar path). round_to is found by kahan_store().
+using VU = uint32_t __attribute__((vector_size(sizeof(VF))));
+static inline Vec round_to(Vec x, bfloat16) {
+    const VU u = (VU)x.x;
+    const VU rounded = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    const VU quiet = (u & 0xffff0000u) | 0x400000u;
+    return {(VF)(((u & 0x7fffffffu) > 0x7f800000u) ? quiet : rounded)};
+}
+static inline Vec round_to(Vec x, float16) {
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    const __m256i h = _mm512_cvtps_ph((__m512)x.x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return {(VF)_mm512_cvtph_ps(h)};
+#else
+    const __m128i h = _mm256_cvtps_ph((__m256)x.x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return {(VF)_mm256_cvtph_ps(h)};
+#endif
+}
+static inline Vec stochastic_round_bf16(Vec x, VU random) {
+    const VU u = (VU)x.x;
+    const VU quiet = (u & 0xffff0000u) | 0x400000u;
+    const VU rounded = (u + (random >> 16)) & 0xffff0000u;
+    return {(VF)(((u & 0x7fffffffu) > 0x7f800000u) ? quiet : rounded)};
+}
+// random_bits() of the lanes' elements first, first + 1, ...: key holds block_key() of their
+// 2^32-element block (which the caller's range does not leave) in every lane, iota 0, 1, ...
+static inline VU lane_bits(VU key, VU iota, uint64_t first) {
+    return mix32(key ^ (iota + static_cast<uint32_t>(first)));
+}
+static inline VU splat(uint32_t x) {
+    VU r;
+    for (int64_t k = 0; k < lanes; ++k) r[k] = x;
+    return r;
+}
+static inline VU iota_lanes() {
+    VU r;
+    for (int64_t k = 0; k < lanes; ++k) r[k] = static_cast<uint32_t>(k);
+    return r;
+}
+
+// Stores of values already representable in the storage type (the rounding modes' results):
+// no second rounding, only the conversion.
+static inline void store_exact(float* p, Vec v) { store(p, v); }
+static inline void store_exact(float16* p, Vec v) { store(p, v); }  // one instruction, exact
+static inline void store_exact(bfloat16* p, Vec v) {
+    const VU out = (VU)v.x >> 16;  // the low halves are zero
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16((__m512i)out));
+#else
+    const __m256i packed = _mm256_packus_epi32((__m256i)out, (__m256i)out);
+    const __m256i ordered = _mm256_permute4x64_epi64(packed, 0x08);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(ordered));
+#endif
+}
+
+// n elements of any 16-bit combo without amsgrad (and float32 params with 16-bit state): each
+// array converted in registers, the update, then the rounding mode's store. first is the
+// index of p[0] in its tensor (stochastic rounding's counter).
+template <int Mode, bool L2, class P, class G, class M>
+void update_run_vector(P* p, const G* g, M* m, M* v, P* comp, int64_t n, const Coeffs<float>& c,
+                       uint32_t key, uint64_t first) {
     const Coeffs<Vec> cv = broadcast(c);
+    const VU bkey = splat(block_key(key, first >> 32));
+    const VU iota = iota_lanes();
     int64_t i = 0;
     for (; i + lanes <= n; i += lanes) {
-        Vec pi = load(p + i), mi = load(m + i), vi = load(v + i), unused{};
-        adam_update<L2, false>(pi, load(g + i), mi, vi, unused, cv);
-        store(p + i, pi);
+        const Vec p_old = load(p + i);
+        Vec p_new = p_old, mi = load(m + i), vi = load(v + i), unused{};
+        adam_update<L2, false>(p_new, load(g + i), mi, vi, unused, cv);
         store(m + i, mi);
         store(v + i, vi);
+        if constexpr (Mode == round_kahan) {
+            Vec out, cw = load(comp + i);
+            kahan_store(p_old, p_new, out, cw, P{});
+            store_exact(p + i, out);
+            store_exact(comp + i, cw);
+        } else if constexpr (Mode == round_stochastic) {
+            store_exact(p + i, stochastic_round_bf16(p_new, lane_bits(bkey, iota, first + i)));
+        } else {
+            store(p + i, p_new);
+        }
     }
     for (; i < n; ++i) {  // the tail, one element at a time through the same update
-        float pi = widen(p[i]), mi = m[i], vi = v[i], unused = 0.0f;
-        adam_update<L2, false>(pi, widen(g[i]), mi, vi, unused, c);
-        p[i] = narrow(pi, P{});
-        m[i] = mi;
-        v[i] = vi;
+        M unused{};
+        P no_comp{};
+        const uint32_t random = Mode == round_stochastic ? random_bits(key, first + i) : 0u;
+        update_element<Mode, L2, false>(p[i], g[i], m[i], v[i], unused,
+                                        Mode == round_kahan ? comp[i] : no_comp, random, c);
     }
 }
 #endif
@@ -184,52 +256,117 @@ void narrow_run(const float* __restrict src, H* __restrict dst, int64_t n) {
     for (; i < n; ++i) dst[i] = narrow(src[i], H{});
 }
 
-// 16-bit parameters: widen a block to float32 in L1, run the float32 loop, narrow it back.
-template <bool L2, bool AMSGRAD, class P, class G>
-void update_run_16bit(P* p, const G* g, float* m, float* v, float* vmax, int64_t n,
-                      const Coeffs<float>& c) {
-    constexpr int64_t block = 512;
-    alignas(64) float p_block[block];
-    alignas(64) float g_block[block];
-    for (int64_t start = 0; start < n; start += block) {
-        const int64_t len = n - start < block ? n - start : block;
-        widen_run(p + start, p_block, len);
-        const float* g_float;
-        if constexpr (std::is_same_v<G, float>) {
-            g_float = g + start;
+// The float32 loop of the block path with a rounding mode: p holds the params widened, and gets
+// the new ones, already rounded to P (exactly representable, so narrowing them is exact);
+// comp (Kahan) likewise. bkey: block_key() of the elements first, first + 1, ...
+template <int Mode, bool L2, bool AMSGRAD, class P>
+void update_run_rounded(float* __restrict p, const float* __restrict g, float* __restrict m,
+                        float* __restrict v, float* __restrict vmax, float* __restrict comp,
+                        int64_t n, const Coeffs<float>& coeffs, uint32_t bkey, uint64_t first) {
+    const Coeffs<float> c = coeffs;
+    for (int64_t i = 0; i < n; ++i) {
+        const float p_old = p[i];
+        float p_new = p_old, mi = m[i], vi = v[i];
+        float vmaxi = AMSGRAD ? vmax[i] : 0.0f;
+        adam_update<L2, AMSGRAD>(p_new, g[i], mi, vi, vmaxi, c);
+        m[i] = mi;
+        v[i] = vi;
+        if (AMSGRAD) vmax[i] = vmaxi;
+        if constexpr (Mode == round_kahan) {
+            float out, cw = comp[i];
+            kahan_store(p_old, p_new, out, cw, P{});
+            p[i] = out;
+            comp[i] = cw;
+        } else if constexpr (Mode == round_stochastic) {
+            const uint32_t random = mix32(bkey ^ static_cast<uint32_t>(first + i));
+            p[i] = adamcore::stochastic_round_bf16(p_new, random);
         } else {
-            widen_run(g + start, g_block, len);
-            g_float = g_block;
+            p[i] = p_new;
         }
-        update_run<L2, AMSGRAD>(p_block, g_float, m + start, v + start,
-                                AMSGRAD ? vmax + start : nullptr, len, c);
-        narrow_run(p_block, p + start, len);
     }
 }
 
-template <int C, bool L2, bool AMSGRAD>
+// Block path: every 16-bit array of a block widened to float32 in L1, the float32 loop, and
+// narrowed back (amsgrad's NaN-propagating max, and levels without F16C). Arrays already in
+// float32 are used in place.
+template <int Mode, bool L2, bool AMSGRAD, class P, class G, class M>
+void update_run_blocks(P* p, const G* g, M* m, M* v, M* vmax, P* comp, int64_t n,
+                       const Coeffs<float>& c, uint32_t key, uint64_t first) {
+    constexpr int64_t block = 512;
+    alignas(64) float p_block[block], g_block[block], m_block[block], v_block[block];
+    alignas(64) float vmax_block[AMSGRAD ? block : 1], comp_block[Mode == round_kahan ? block : 1];
+    const uint32_t bkey = block_key(key, first >> 32);
+    // a float view of array x over [start, start + len): x itself when float, else a block
+    auto as_float = [](auto* x, float* buffer, int64_t len) -> float* {
+        using X = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
+        if constexpr (std::is_same_v<X, float>) {
+            return const_cast<float*>(x);
+        } else {
+            widen_run(x, buffer, len);
+            return buffer;
+        }
+    };
+    auto write_back = [](const float* src, auto* x, int64_t len) {
+        using X = std::remove_pointer_t<decltype(x)>;
+        if constexpr (!std::is_same_v<X, float>) narrow_run(src, x, len);
+    };
+    for (int64_t start = 0; start < n; start += block) {
+        const int64_t len = n - start < block ? n - start : block;
+        float* pf = as_float(p + start, p_block, len);
+        const float* gf = as_float(g + start, g_block, len);
+        float* mf = as_float(m + start, m_block, len);
+        float* vf = as_float(v + start, v_block, len);
+        float* xf = AMSGRAD ? as_float(vmax + start, vmax_block, len) : nullptr;
+        float* cf = Mode == round_kahan ? as_float(comp + start, comp_block, len) : nullptr;
+        update_run_rounded<Mode, L2, AMSGRAD, P>(pf, gf, mf, vf, xf, cf, len, c, bkey,
+                                                 first + static_cast<uint64_t>(start));
+        write_back(pf, p + start, len);
+        write_back(mf, m + start, len);
+        write_back(vf, v + start, len);
+        if (AMSGRAD) write_back(xf, vmax + start, len);
+        if (Mode == round_kahan) write_back(cf, comp + start, len);
+    }
+}
+
+template <int C, bool L2, bool AMSGRAD, int Mode>
 void dense(const DenseTensor& t, int64_t begin, int64_t end, const StepCoeffs& c) {
     using P = typename ComboTypes<C>::P;
     using G = typename ComboTypes<C>::G;
     using S = typename ComboTypes<C>::S;
-    P* p = static_cast<P*>(t.param) + begin;
-    const G* g = static_cast<const G*>(t.grad) + begin;
-    S* m = static_cast<S*>(t.exp_avg) + begin;
-    S* v = static_cast<S*>(t.exp_avg_sq) + begin;
-    S* vmax = AMSGRAD ? static_cast<S*>(t.max_exp_avg_sq) + begin : nullptr;
-    const int64_t n = end - begin;
+    using M = typename ComboTypes<C>::M;
+    P* p = static_cast<P*>(t.param);
+    const G* g = static_cast<const G*>(t.grad);
+    M* m = static_cast<M*>(t.exp_avg);
+    M* v = static_cast<M*>(t.exp_avg_sq);
+    M* vmax = static_cast<M*>(t.max_exp_avg_sq);
+    P* comp = static_cast<P*>(t.compensation);
     if constexpr (std::is_same_v<P, double>) {
-        update_run<L2, AMSGRAD>(p, g, m, v, vmax, n, c.f64);
-    } else if constexpr (std::is_same_v<P, float>) {
-        update_run<L2, AMSGRAD>(p, g, m, v, vmax, n, c.f32);
+        update_run<L2, AMSGRAD>(p + begin, g + begin, m + begin, v + begin,
+                                AMSGRAD ? vmax + begin : nullptr, end - begin, c.f64);
+    } else if constexpr (std::is_same_v<P, float> && std::is_same_v<M, float>) {
+        update_run<L2, AMSGRAD>(p + begin, g + begin, m + begin, v + begin,
+                                AMSGRAD ? vmax + begin : nullptr, end - begin, c.f32);
     } else {
+        // stochastic rounding counts elements in 32 bits per block of 2^32 (lowp.h): split there
+        for (int64_t lo = begin; lo < end;) {
+            const int64_t block_end =
+                Mode == round_stochastic ? ((lo >> 32) + 1) << 32 : end;
+            const int64_t hi = block_end < end ? block_end : end;
+            const auto first = static_cast<uint64_t>(lo);
+            P* comp_lo = Mode == round_kahan ? comp + lo : nullptr;
 #if defined(ADAMCORE_VECTOR_16BIT)
-        if constexpr (!AMSGRAD) {  // amsgrad's NaN-propagating max stays on the block path
-            update_run_vector<L2>(p, g, m, v, n, c.f32);
-            return;
-        }
+            if constexpr (!AMSGRAD) {  // amsgrad's NaN-propagating max stays on the block path
+                update_run_vector<Mode, L2>(p + lo, g + lo, m + lo, v + lo, comp_lo, hi - lo,
+                                            c.f32, t.key, first);
+                lo = hi;
+                continue;
+            }
 #endif
-        update_run_16bit<L2, AMSGRAD>(p, g, m, v, vmax, n, c.f32);
+            update_run_blocks<Mode, L2, AMSGRAD>(p + lo, g + lo, m + lo, v + lo,
+                                                 AMSGRAD ? vmax + lo : nullptr, comp_lo, hi - lo,
+                                                 c.f32, t.key, first);
+            lo = hi;
+        }
     }
 }
 
@@ -257,15 +394,24 @@ void stream_probe(float* __restrict p, const float* __restrict g, float* __restr
     }
 }
 
+template <int C, int Mode>
+constexpr void fill_dense(KernelTable& table) {
+    if constexpr (rounding_applies<C>(Mode)) {
+        table.dense[C][0][0][Mode] = &dense<C, false, false, Mode>;
+        table.dense[C][0][1][Mode] = &dense<C, false, true, Mode>;
+        table.dense[C][1][0][Mode] = &dense<C, true, false, Mode>;
+        table.dense[C][1][1][Mode] = &dense<C, true, true, Mode>;
+    }
+}
+
 constexpr KernelTable make_table() {
     KernelTable table{};
     table.name = ADAMCORE_STR(ADAMCORE_LEVEL);
     for_each_combo([&](auto combo) {
         constexpr int C = decltype(combo)::value;
-        table.dense[C][0][0] = &dense<C, false, false>;
-        table.dense[C][0][1] = &dense<C, false, true>;
-        table.dense[C][1][0] = &dense<C, true, false>;
-        table.dense[C][1][1] = &dense<C, true, true>;
+        fill_dense<C, round_nearest>(table);
+        fill_dense<C, round_kahan>(table);
+        fill_dense<C, round_stochastic>(table);
     });
     table.all_finite[static_cast<int>(DType::float16)] = &all_finite<float16>;
     table.all_finite[static_cast<int>(DType::bfloat16)] = &all_finite<bfloat16>;

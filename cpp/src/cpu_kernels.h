@@ -9,6 +9,7 @@
 #include "adamcore/combos.h"
 #include "adamcore/core.hpp"
 #include "adamcore/half.h"
+#include "adamcore/lowp.h"
 #include "adamcore/update.h"
 
 namespace adamcore::cpu {
@@ -27,6 +28,9 @@ struct DenseTensor {
     void* exp_avg;
     void* exp_avg_sq;
     void* max_exp_avg_sq;  // nullptr without amsgrad
+    void* compensation;    // Kahan summation's buffer (the param's dtype), else nullptr
+    uint32_t key;          // stochastic rounding: rounding_key(seed, step); element i's bits are
+                           // random_bits(key, i), i counted from the first element (C order)
 };
 
 // Updates elements [begin, end) of a dense tensor.
@@ -36,7 +40,8 @@ using FiniteFn = bool (*)(const void* x, int64_t n);
 
 struct KernelTable {
     const char* name;
-    DenseFn dense[combo_count][2][2];  // [combo][l2][amsgrad]
+    DenseFn dense[combo_count][2][2][rounding_count];  // [combo][l2][amsgrad][rounding]; nullptr
+                                                      // where the rounding does not apply
     FiniteFn all_finite[4];            // by DType
     void (*stream_probe)(float* p, const float* g, float* m, float* v, int64_t begin, int64_t end);
 };

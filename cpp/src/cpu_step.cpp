@@ -10,6 +10,7 @@
 
 #include "adamcore/combos.h"
 #include "adamcore/core.hpp"
+#include "adamcore/lowp.h"
 #include "adamcore/strided.h"
 #include "adamcore/update.h"
 #include "cpu_kernels.h"
@@ -32,31 +33,55 @@ struct Planned {
     int64_t count;
     int combo;
     bool l2, amsgrad;
+    int rounding;  // lowp.h's Rounding
     size_t coeffs;  // index into the per-hparams coefficients
     bool dense;
     cpu::DenseTensor dense_ptrs;  // when dense: pointers to the lowest element
     cpu::StridedTensor strided;   // when not
 };
 
+// True when a dense array is laid out in C order (so memory order is the logical index).
+bool c_order(const ArrayRef& a) {
+    int64_t expected = 1;
+    for (int32_t d = a.ndim - 1; d >= 0; --d) {
+        if (a.shape[d] > 1 && stride_of(a, d) != expected) return false;
+        expected *= a.shape[d];
+    }
+    return true;
+}
+
 Planned plan_tensor(const TensorRef& t, const adamcore_hparams& hp, int64_t offset) {
     Planned plan{};
     plan.offset = offset;
     plan.count = numel(t.param);
-    plan.combo = combo_of(t.param.dtype, t.grad.dtype);
+    plan.combo = combo_of(t.param.dtype, t.grad.dtype, t.exp_avg.dtype);
     plan.l2 = uses_l2(hp);
     plan.amsgrad = hp.flags & ADAMCORE_AMSGRAD;
+    plan.rounding = rounding_of(hp.flags);
     plan.coeffs = t.hparams_index;
-    const ArrayRef* arrays[5] = {&t.param, &t.grad, &t.exp_avg, &t.exp_avg_sq, &t.max_exp_avg_sq};
-    const size_t used = plan.amsgrad ? 5 : 4;
+    const bool kahan = plan.rounding == round_kahan;
+    const uint32_t key = plan.rounding == round_stochastic ? rounding_key(t.seed, hp.step) : 0u;
+    // param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, compensation
+    const ArrayRef* arrays[6] = {&t.param, &t.grad, &t.exp_avg, &t.exp_avg_sq, &t.param, &t.param};
+    size_t used = 4;
+    if (plan.amsgrad) arrays[used++] = &t.max_exp_avg_sq;
+    if (kahan) arrays[used++] = &t.compensation;
     int64_t low = 0;
     plan.dense = dense_layout(arrays, used, &low);
+    // stochastic rounding counts elements in C order: other dense layouts walk strided
+    if (plan.dense && plan.rounding == round_stochastic && !c_order(t.param)) plan.dense = false;
     if (plan.dense) {
         plan.dense_ptrs = {lowest(t.param, low), lowest(t.grad, low), lowest(t.exp_avg, low),
                            lowest(t.exp_avg_sq, low),
-                           plan.amsgrad ? lowest(t.max_exp_avg_sq, low) : nullptr};
+                           plan.amsgrad ? lowest(t.max_exp_avg_sq, low) : nullptr,
+                           kahan ? lowest(t.compensation, low) : nullptr, key};
     } else {
         plan.strided.ref = &t;
-        for (size_t k = 0; k < 5; ++k) append_strides(k < used ? *arrays[k] : t.param, plan.strided.strides);
+        plan.strided.key = key;
+        const ArrayRef* rows[6] = {&t.param, &t.grad, &t.exp_avg, &t.exp_avg_sq,
+                                   plan.amsgrad ? &t.max_exp_avg_sq : &t.param,
+                                   kahan ? &t.compensation : &t.param};
+        for (const ArrayRef* a : rows) append_strides(*a, plan.strided.strides);
     }
     return plan;
 }
@@ -114,9 +139,10 @@ void cpu_adam_step(const TensorRef* tensors, size_t count, const adamcore_hparam
         for_pieces(plans, begin, end, [&](const Planned& plan, int64_t lo, int64_t hi) {
             const cpu::StepCoeffs& c = coeffs[plan.coeffs];
             if (plan.dense)
-                kernels.dense[plan.combo][plan.l2][plan.amsgrad](plan.dense_ptrs, lo, hi, c);
+                kernels.dense[plan.combo][plan.l2][plan.amsgrad][plan.rounding](plan.dense_ptrs, lo,
+                                                                                hi, c);
             else
-                strided[plan.combo][plan.l2][plan.amsgrad](plan.strided, lo, hi, c);
+                strided[plan.combo][plan.l2][plan.amsgrad][plan.rounding](plan.strided, lo, hi, c);
         });
     });
 }

@@ -3,6 +3,7 @@
 
 #include "adamcore/finite.h"
 #include "adamcore/half.h"
+#include "adamcore/lowp.h"
 #include "adamcore/strided.h"
 #include "adamcore/update.h"
 #include "cpu_step_testing.h"
@@ -15,27 +16,41 @@ T& at(void* data, int64_t offset) {
     return static_cast<T*>(data)[offset];
 }
 
-template <int C, bool L2, bool AMSGRAD>
+template <int C, bool L2, bool AMSGRAD, int Mode>
 void strided_update(const StridedTensor& st, int64_t begin, int64_t end, const StepCoeffs& c) {
     using P = typename ComboTypes<C>::P;
     using G = typename ComboTypes<C>::G;
     using S = typename ComboTypes<C>::S;
+    using M = typename ComboTypes<C>::M;
     const Coeffs<S>& coeffs = [&]() -> const Coeffs<S>& {
         if constexpr (std::is_same_v<S, double>) return c.f64; else return c.f32;
     }();
     const TensorRef& t = *st.ref;
-    walk_elements<5>(t.param.ndim, t.param.shape, st.strides.data(), begin, end,
+    int64_t index = begin;  // the logical (C-order) index: stochastic rounding's counter
+    walk_elements<6>(t.param.ndim, t.param.shape, st.strides.data(), begin, end,
                      [&](const int64_t* off) {
-        P& p = at<P>(t.param.data, off[0]);
-        S pi = widen(p);
-        S& m = at<S>(t.exp_avg.data, off[2]);
-        S& v = at<S>(t.exp_avg_sq.data, off[3]);
-        S vmax = AMSGRAD ? at<S>(t.max_exp_avg_sq.data, off[4]) : S(0);
-        adam_update<L2, AMSGRAD>(pi, static_cast<S>(widen(at<G>(t.grad.data, off[1]))), m, v,
-                                 vmax, coeffs);
-        p = narrow(pi, P{});
-        if (AMSGRAD) at<S>(t.max_exp_avg_sq.data, off[4]) = vmax;
+        M unused{};
+        P no_comp{};
+        M& vmax = AMSGRAD ? at<M>(t.max_exp_avg_sq.data, off[4]) : unused;
+        P& comp = Mode == round_kahan ? at<P>(t.compensation.data, off[5]) : no_comp;
+        const uint32_t random =
+            Mode == round_stochastic ? random_bits(st.key, static_cast<uint64_t>(index)) : 0u;
+        update_element<Mode, L2, AMSGRAD>(at<P>(t.param.data, off[0]), at<G>(t.grad.data, off[1]),
+                                          at<M>(t.exp_avg.data, off[2]),
+                                          at<M>(t.exp_avg_sq.data, off[3]), vmax, comp, random,
+                                          coeffs);
+        ++index;
     });
+}
+
+template <int C, int Mode, class Table>
+void fill_strided(Table& fn) {
+    if constexpr (rounding_applies<C>(Mode)) {
+        fn[C][0][0][Mode] = &strided_update<C, false, false, Mode>;
+        fn[C][0][1][Mode] = &strided_update<C, false, true, Mode>;
+        fn[C][1][0][Mode] = &strided_update<C, true, false, Mode>;
+        fn[C][1][1][Mode] = &strided_update<C, true, true, Mode>;
+    }
 }
 
 template <class T>
@@ -56,10 +71,9 @@ const StridedTable& strided_kernels() {
         } t{};
         for_each_combo([&](auto combo) {
             constexpr int C = decltype(combo)::value;
-            t.fn[C][0][0] = &strided_update<C, false, false>;
-            t.fn[C][0][1] = &strided_update<C, false, true>;
-            t.fn[C][1][0] = &strided_update<C, true, false>;
-            t.fn[C][1][1] = &strided_update<C, true, true>;
+            fill_strided<C, round_nearest>(t.fn);
+            fill_strided<C, round_kahan>(t.fn);
+            fill_strided<C, round_stochastic>(t.fn);
         });
         return t;
     }();

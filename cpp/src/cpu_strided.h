@@ -11,18 +11,20 @@
 
 namespace adamcore::cpu {
 
-// A tensor and the strides of its five arrays (param, grad, exp_avg, exp_avg_sq,
-// max_exp_avg_sq), ndim each; the last row is unused without amsgrad.
+// A tensor and the strides of its six arrays (param, grad, exp_avg, exp_avg_sq,
+// max_exp_avg_sq, compensation), ndim each; the last two rows are unused without amsgrad and
+// Kahan summation. key: stochastic rounding's rounding_key (lowp.h), for elements in C order.
 struct StridedTensor {
     const TensorRef* ref;
     std::vector<int64_t> strides;
+    uint32_t key = 0;
 };
 
 // Updates logical elements [begin, end) of a strided tensor.
 using StridedFn = void (*)(const StridedTensor&, int64_t begin, int64_t end, const StepCoeffs&);
 
-// By [combo][l2][amsgrad], as KernelTable::dense.
-using StridedTable = StridedFn[combo_count][2][2];
+// By [combo][l2][amsgrad][rounding], as KernelTable::dense.
+using StridedTable = StridedFn[combo_count][2][2][rounding_count];
 const StridedTable& strided_kernels();
 
 // True when logical elements [begin, end) of an array (any layout) are all finite.

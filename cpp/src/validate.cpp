@@ -35,6 +35,11 @@ DType state_dtype_for(DType param) {
     return param == DType::float64 ? DType::float64 : DType::float32;
 }
 
+bool state_dtype_ok(DType param, DType state) {
+    if (state == state_dtype_for(param) || state == param) return true;
+    return state == DType::bfloat16 && (param == DType::float16 || param == DType::float32);
+}
+
 namespace {
 
 [[noreturn]] void fail(ErrorKind kind, const std::string& message) { throw Error(kind, message); }
@@ -120,58 +125,86 @@ void validate_tensor(const TensorRef& t, size_t i, const adamcore_hparams* hpara
         fail(ErrorKind::invalid_value, nth("tensor", i) + " refers to hyperparameter set " +
                                            std::to_string(t.hparams_index) + " of " +
                                            std::to_string(hparams_count));
-    const bool amsgrad = hparams[t.hparams_index].flags & ADAMCORE_AMSGRAD;
+    const uint32_t flags = hparams[t.hparams_index].flags;
+    const bool amsgrad = flags & ADAMCORE_AMSGRAD;
+    const bool kahan = flags & ADAMCORE_KAHAN_SUMMATION;
     if (amsgrad && !t.has_max_exp_avg_sq)
         fail(ErrorKind::invalid_value, nth("max_exp_avg_sq", i) + " is missing (amsgrad is on)");
+    const bool half = t.param.dtype == DType::float16 || t.param.dtype == DType::bfloat16;
+    if (kahan && !half)
+        fail(ErrorKind::invalid_dtype, nth("param", i) + " has dtype " + dtype_name(t.param.dtype) +
+                                           "; kahan_summation is for float16 and bfloat16 params");
+    if ((flags & ADAMCORE_STOCHASTIC_ROUNDING) && t.param.dtype != DType::bfloat16)
+        fail(ErrorKind::invalid_dtype, nth("param", i) + " has dtype " + dtype_name(t.param.dtype) +
+                                           "; stochastic_rounding is for bfloat16 params");
+    if (kahan && !t.has_compensation)
+        fail(ErrorKind::invalid_value,
+             nth("compensation", i) + " is missing (kahan_summation is on)");
 
     const Named arrays[] = {{&t.param, "param", true},
                             {&t.grad, "grad", false},
                             {&t.exp_avg, "exp_avg", true},
                             {&t.exp_avg_sq, "exp_avg_sq", true},
-                            {&t.max_exp_avg_sq, "max_exp_avg_sq", true}};
-    const size_t used = amsgrad ? 5 : 4;
+                            {&t.max_exp_avg_sq, "max_exp_avg_sq", true},
+                            {&t.compensation, "compensation", true}};
+    // param, grad, exp_avg, exp_avg_sq, then those of max_exp_avg_sq and compensation in use
+    const Named* used_arrays[6] = {&arrays[0], &arrays[1], &arrays[2], &arrays[3]};
+    size_t used = 4;
+    if (amsgrad) used_arrays[used++] = &arrays[4];
+    if (kahan) used_arrays[used++] = &arrays[5];
 
     if (t.param.ndim < 0 || t.param.ndim > 64)
         fail(ErrorKind::invalid_value, nth("param", i) + " has " + std::to_string(t.param.ndim) +
                                            " dimensions; adamcore takes 0 to 64");
     const int64_t n = element_count(t.param, i);
     for (size_t k = 1; k < used; ++k) {
-        if (!same_shape(*arrays[k].array, t.param))
-            fail(ErrorKind::invalid_value, nth(arrays[k].name, i) + " has shape " +
-                                               shape_text(*arrays[k].array) + " but " +
-                                               nth("param", i) + " has shape " +
+        const Named& a = *used_arrays[k];
+        if (!same_shape(*a.array, t.param))
+            fail(ErrorKind::invalid_value, nth(a.name, i) + " has shape " + shape_text(*a.array) +
+                                               " but " + nth("param", i) + " has shape " +
                                                shape_text(t.param));
     }
 
     if (!grad_dtype_ok(t.param.dtype, t.grad.dtype)) {
-        const bool half = t.param.dtype == DType::float16 || t.param.dtype == DType::bfloat16;
         fail(ErrorKind::invalid_dtype, nth("grad", i) + " has dtype " + dtype_name(t.grad.dtype) +
                                            " but " + nth("param", i) + " has dtype " +
                                            dtype_name(t.param.dtype) + "; its grad must be " +
                                            dtype_name(t.param.dtype) + (half ? " or float32" : ""));
     }
-    const DType state = state_dtype_for(t.param.dtype);
-    for (size_t k = 2; k < used; ++k) {
-        if (arrays[k].array->dtype != state)
-            fail(ErrorKind::invalid_dtype, nth(arrays[k].name, i) + " has dtype " +
-                                               dtype_name(arrays[k].array->dtype) + "; a " +
-                                               dtype_name(t.param.dtype) +
-                                               " parameter keeps its state in " +
-                                               dtype_name(state));
+    const DType state = t.exp_avg.dtype;
+    if (!state_dtype_ok(t.param.dtype, state)) {
+        const DType wide = state_dtype_for(t.param.dtype);
+        const bool bf16_ok = t.param.dtype == DType::float16 || t.param.dtype == DType::float32;
+        fail(ErrorKind::invalid_dtype,
+             nth("exp_avg", i) + " has dtype " + dtype_name(state) + "; a " +
+                 dtype_name(t.param.dtype) + " parameter keeps its state in " + dtype_name(wide) +
+                 (t.param.dtype != wide ? std::string(" or ") + dtype_name(t.param.dtype) : "") +
+                 (bf16_ok ? " or bfloat16" : ""));
+    }
+    for (size_t k = 3; k < used; ++k) {
+        const Named& a = *used_arrays[k];
+        const DType want = a.array == &t.compensation ? t.param.dtype : state;
+        if (a.array->dtype != want)
+            fail(ErrorKind::invalid_dtype,
+                 nth(a.name, i) + " has dtype " + dtype_name(a.array->dtype) + "; " +
+                     (a.array == &t.compensation ? "the compensation takes the param's dtype, "
+                                                 : "all state arrays take exp_avg's dtype, ") +
+                     dtype_name(want));
     }
 
     if (n == 0) return;
     for (size_t k = 0; k < used; ++k) {
-        if (!arrays[k].array->data) fail(ErrorKind::invalid_value, nth(arrays[k].name, i) + " is NULL");
-        if (arrays[k].written) check_no_self_overlap(*arrays[k].array, arrays[k].name, i);
+        const Named& a = *used_arrays[k];
+        if (!a.array->data) fail(ErrorKind::invalid_value, nth(a.name, i) + " is NULL");
+        if (a.written) check_no_self_overlap(*a.array, a.name, i);
     }
     for (size_t a = 0; a < used; ++a) {
         for (size_t b = a + 1; b < used; ++b) {
-            if (arrays[a].written && arrays[b].written &&
-                ranges_overlap(*arrays[a].array, *arrays[b].array))
-                fail(ErrorKind::invalid_value, nth(arrays[a].name, i) + " and " +
-                                                   nth(arrays[b].name, i) +
-                                                   " share memory; each needs its own");
+            const Named& x = *used_arrays[a];
+            const Named& y = *used_arrays[b];
+            if (x.written && y.written && ranges_overlap(*x.array, *y.array))
+                fail(ErrorKind::invalid_value,
+                     nth(x.name, i) + " and " + nth(y.name, i) + " share memory; each needs its own");
         }
     }
 }
@@ -194,9 +227,14 @@ void validate_hparams(const adamcore_hparams& hp) {
         fail(ErrorKind::invalid_value, "step must be >= 1 (the 1-based index of this update), got " +
                                            std::to_string(hp.step));
     const uint32_t known = ADAMCORE_DECOUPLED_WEIGHT_DECAY | ADAMCORE_DECOUPLE_LR |
-                           ADAMCORE_AMSGRAD | ADAMCORE_MAXIMIZE;
+                           ADAMCORE_AMSGRAD | ADAMCORE_MAXIMIZE | ADAMCORE_KAHAN_SUMMATION |
+                           ADAMCORE_STOCHASTIC_ROUNDING;
     if (hp.flags & ~known)
         fail(ErrorKind::invalid_value, "unknown flag bits " + std::to_string(hp.flags & ~known));
+    if ((hp.flags & ADAMCORE_KAHAN_SUMMATION) && (hp.flags & ADAMCORE_STOCHASTIC_ROUNDING))
+        fail(ErrorKind::invalid_value,
+             "kahan_summation and stochastic_rounding exclude each other: the compensation "
+             "already keeps what rounding drops, and random rounding would only add noise to it");
     if ((hp.flags & ADAMCORE_DECOUPLE_LR) && !(std::isfinite(hp.max_lr) && hp.max_lr > 0))
         fail(ErrorKind::invalid_value,
              "decouple_lr needs max_lr, a finite number > 0, got " + number(hp.max_lr));
@@ -216,12 +254,13 @@ void check_tensors_disjoint(const TensorRef* tensors, size_t count) {
         const char* name;
     };
     std::vector<Span> spans;
-    spans.reserve(count * 3);
+    spans.reserve(count * 5);
     for (size_t i = 0; i < count; ++i) {
         const TensorRef& t = tensors[i];
         const std::pair<const ArrayRef*, const char*> written[] = {
             {&t.param, "param"}, {&t.exp_avg, "exp_avg"}, {&t.exp_avg_sq, "exp_avg_sq"},
-            {t.has_max_exp_avg_sq ? &t.max_exp_avg_sq : nullptr, "max_exp_avg_sq"}};
+            {t.has_max_exp_avg_sq ? &t.max_exp_avg_sq : nullptr, "max_exp_avg_sq"},
+            {t.has_compensation ? &t.compensation : nullptr, "compensation"}};
         for (const auto& [a, name] : written) {
             if (!a) continue;
             const int64_t n = numel(*a);

@@ -22,6 +22,8 @@ DECOUPLED_WEIGHT_DECAY: int
 DECOUPLE_LR: int
 AMSGRAD: int
 MAXIMIZE: int
+KAHAN_SUMMATION: int
+STOCHASTIC_ROUNDING: int
 version: int
 """The C ABI version, 10000 * major + 100 * minor + patch."""
 openmp: bool
@@ -32,7 +34,9 @@ class CpuPlan:
     def __init__(self, params: Sequence[_DLPackArray], exp_avgs: Sequence[_DLPackArray],
                  exp_avg_sqs: Sequence[_DLPackArray],
                  max_exp_avg_sqs: Sequence[_DLPackArray | None],
-                 hparams_index: Sequence[int]) -> None: ...
+                 hparams_index: Sequence[int],
+                 compensations: Sequence[_DLPackArray | None] = ...,
+                 seeds: Sequence[int] = ...) -> None: ...
     def step(self, grads: Sequence[_DLPackArray], hparams: Sequence[_HParams],
              check_finite: bool = False) -> None: ...
     def __len__(self) -> int: ...
@@ -40,8 +44,13 @@ class CpuPlan:
 def adam_step(params: Sequence[_DLPackArray], grads: Sequence[_DLPackArray],
               exp_avgs: Sequence[_DLPackArray], exp_avg_sqs: Sequence[_DLPackArray],
               max_exp_avg_sqs: Sequence[_DLPackArray | None], hparams_index: Sequence[int],
-              hparams: Sequence[_HParams], check_finite: bool = False) -> None:
-    """One step over all tensors: validates everything, then updates in place."""
+              hparams: Sequence[_HParams], check_finite: bool = False,
+              compensations: Sequence[_DLPackArray | None] = ...,
+              seeds: Sequence[int] = ...) -> None:
+    """One step over all tensors: validates everything, then updates in place. State arrays may
+    be float32 (float64 params: float64), the param's dtype or bfloat16; compensations (Kahan
+    summation, the params' dtypes, None where unused) and seeds (stochastic rounding) may be
+    empty."""
 
 def first_nonfinite(arrays: Sequence[_DLPackArray]) -> int:
     """Index of the first array holding inf or NaN, or -1 when all are finite."""

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from numpy import ndarray as _ndarray
 
-from . import _arrays, _core, _reference
+from . import _arrays, _core, _lowp, _reference
 from ._hparams import StepHParams
 
 
@@ -29,6 +29,8 @@ class StepTensor(NamedTuple):
     exp_avg_sq: object
     max_exp_avg_sq: object
     hparams_index: int
+    compensation: object = None  # Kahan summation's buffer (the param's dtype), else None
+    seed: int = 0  # stochastic rounding's random stream of this tensor
 
 
 class Backend:
@@ -86,8 +88,9 @@ class CpuNative(Backend):
 
     def run(self, tensors, hparams):
         core = self.core
-        params, grads, exp_avgs, exp_avg_sqs, max_sqs, index = zip(*tensors)
+        params, grads, exp_avgs, exp_avg_sqs, max_sqs, index, comps, seeds = zip(*tensors)
         has_max = any(m is not None for m in max_sqs)
+        has_comp = any(c is not None for c in comps)
         core.adam_step(
             [_exportable(p) for p in params],
             [_exportable(g) for g in grads],
@@ -96,21 +99,25 @@ class CpuNative(Backend):
             list(max_sqs) if has_max else [],
             list(index) if len(hparams) > 1 else [],
             hparams,
+            compensations=list(comps) if has_comp else [],
+            seeds=list(seeds) if any(seeds) else [],
         )
         if type(params[0]) is not _ndarray:
-            bump_versions([x for x in (*params, *exp_avgs, *exp_avg_sqs, *max_sqs)
+            bump_versions([x for x in (*params, *exp_avgs, *exp_avg_sqs, *max_sqs, *comps)
                            if x is not None and type(x) is not _ndarray])
         return None
 
     def make_plan(self, tensors):
         if all(type(t.param) is _ndarray for t in tensors):
+            if any(map(_lowp.numpy_bfloat16, tensors)):
+                return None  # NumPy cannot export bfloat16 (ml_dtypes): the reference path
             return self._core_plan(tensors)
         if all(_arrays.library(t.param) == "torch" for t in tensors):
             return _TorchCpuPlan(self, tensors)
         return None
 
     def _core_plan(self, tensors):
-        params, _, exp_avgs, exp_avg_sqs, max_sqs, index = zip(*tensors)
+        params, _, exp_avgs, exp_avg_sqs, max_sqs, index = zip(*(t[:6] for t in tensors))
         has_max = any(m is not None for m in max_sqs)
         return self.core.CpuPlan([_exportable(p) for p in params], list(exp_avgs),
                                  list(exp_avg_sqs), list(max_sqs) if has_max else [], list(index))
@@ -197,18 +204,21 @@ class Reference(Backend):
             # torch tensors that require grad (torch CUDA params without a CUDA backend): compute
             # and write outside autograd, through views of the same storage
             param, grad = _outside_autograd(t.param), _outside_autograd(t.grad)
-            new = _reference.adam_update(
-                xp, param, grad, t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq,
-                hparams[t.hparams_index],
-            )
+            hp = hparams[t.hparams_index]
+            if _arrays.dtype_name(param.dtype) in _arrays.COMPLEX_DTYPES:
+                new = _reference.adam_update(xp, param, grad, t.exp_avg, t.exp_avg_sq,
+                                             t.max_exp_avg_sq, hp)
+            else:
+                new = _reference.lowp_update(xp, param, grad, t.exp_avg, t.exp_avg_sq,
+                                             t.max_exp_avg_sq, t.compensation, hp, t.seed)
             if _arrays.is_writeable(t.param):
-                targets = (param, t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq)
+                targets = (param, t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq, t.compensation)
                 for target, value in zip(targets, new):
                     if target is not None:
                         target[...] = value
                 results.append((t.param, t.exp_avg, t.exp_avg_sq, t.max_exp_avg_sq))
             else:
-                results.append(new)
+                results.append(new[:4])
         return results
 
 

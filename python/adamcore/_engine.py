@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from . import _arrays, _hparams, _memory, _validation
-from ._dispatch import REFERENCE, StepTensor, backend_for
+from . import _arrays, _hparams, _lowp, _memory, _validation
+from ._dispatch import CPU, REFERENCE, StepTensor, backend_for
 # torch tensors that require grad are written through detach(): the same storage, outside autograd
 from ._dispatch import _outside_autograd as _detached
 
@@ -37,6 +37,7 @@ class Work(NamedTuple):
     max_exp_avg_sq: object  # None without amsgrad
     group: dict  # hyperparameters as plain numbers (a schedule may stand for lr)
     step: int  # the 1-based index of this update
+    compensation: object = None  # Kahan summation's buffer (the param's dtype), else None
 
 
 def validate(work: list[Work]) -> None:
@@ -50,11 +51,25 @@ def validate(work: list[Work]) -> None:
         _validation.check_grad(i, p, w.grad)
         _memory.check_plain_view(f"param {i}", p)
         written.append((f"param {i}", p))
+        lowp = _lowp.uses_lowp(w.group)
+        state_dtype = None
+        if lowp:
+            _lowp.check_param(i, p, w.group)
+            state_dtype = _lowp.state_dtype(w.group, _arrays.dtype_name(p.dtype))
         for key in _STATE_KEYS[:3 if w.group["amsgrad"] else 2]:
             x = getattr(w, key)
-            _validation.check_state(i, p, x, key)  # a missing one raises too
+            _validation.check_state(i, p, x, key, state_dtype)  # a missing one raises too
             _memory.check_plain_view(f"{key} {i}", x)
             written.append((f"{key} {i}", x))
+        if lowp and w.group.get("kahan_summation"):
+            x = w.compensation
+            _validation.check_state(i, p, x, _lowp.KAHAN_KEY, _arrays.dtype_name(p.dtype))
+            if not _arrays.is_writeable(p):
+                raise TypeError(f"param {i} is a {_arrays.library(p)} array, which cannot be "
+                                f"updated in place; kahan_summation takes NumPy, CuPy or torch "
+                                f"arrays")
+            _memory.check_plain_view(f"{_lowp.KAHAN_KEY} {i}", x)
+            written.append((f"{_lowp.KAHAN_KEY} {i}", x))
         read.append((f"grad {i}", w.grad))
     _memory.check_disjoint(written, read)
 
@@ -79,9 +94,17 @@ def general_step(work: list[Work]) -> list[tuple | None]:
             h = hparams_at[key] = len(hparams)
             hparams.append(_hparams.step_hparams(w.group, w.step))
         grad = _memory.readable(w.grad)  # a lazily negated torch view, resolved
-        tensor = StepTensor(_detached(w.param), _detached(grad), w.exp_avg, w.exp_avg_sq,
-                            w.max_exp_avg_sq, h)
         backend = backend_for(w.param)
+        if _lowp.uses_lowp(w.group):
+            tensor = StepTensor(_detached(w.param), _detached(grad), w.exp_avg, w.exp_avg_sq,
+                                w.max_exp_avg_sq, h, w.compensation,
+                                _lowp.tensor_seed(w.group, w.index))
+            backend = _lowp.backend_for(backend, tensor)
+        else:
+            tensor = StepTensor(_detached(w.param), _detached(grad), w.exp_avg, w.exp_avg_sq,
+                                w.max_exp_avg_sq, h)
+            if backend is CPU and _lowp.numpy_bfloat16(tensor):
+                backend = REFERENCE
         if _arrays.dtype_name(w.param.dtype) in _arrays.COMPLEX_DTYPES:
             tensor, backend = _as_reals(tensor, backend)
         tensors.append(tensor)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-from . import _scalars
+from . import _lowp, _scalars
 
 # The flags of adamcore.h (ADAMCORE_*), for the native backends.
 DECOUPLED_WEIGHT_DECAY = 0x1
 DECOUPLE_LR = 0x2
 AMSGRAD = 0x4
 MAXIMIZE = 0x8
+KAHAN_SUMMATION = 0x10
+STOCHASTIC_ROUNDING = 0x20
 
 
 class StepHParams(NamedTuple):
@@ -71,6 +73,7 @@ def check_group(group: dict) -> None:
             ok = False
         if not ok:
             raise ValueError(f"max_lr must be a finite number > 0, got {max_lr!r}")
+    _lowp.check_group(group)
 
 
 def flags_of(group: dict) -> int:
@@ -83,6 +86,8 @@ def flags_of(group: dict) -> int:
         flags |= AMSGRAD
     if group["maximize"]:
         flags |= MAXIMIZE
+    if group.get("kahan_summation") or group.get("stochastic_rounding"):
+        flags |= _lowp.flags_of(group)
     return flags
 
 

@@ -6,7 +6,7 @@ import operator
 import threading
 from itertools import chain
 
-from . import _arrays, _engine, _hparams, _memory, _scalars, _validation
+from . import _arrays, _engine, _hparams, _lowp, _memory, _scalars, _validation
 from ._dispatch import StepTensor, backend_for
 
 
@@ -39,6 +39,10 @@ class Adam:
         amsgrad, maximize: as in torch.optim.Adam.
         check_finite: raise FloatingPointError, with nothing updated, when a gradient holds
             inf or NaN.
+        state_dtype, kahan_summation, stochastic_rounding, rounding_seed: low precision
+            (docs/update.md): the state's dtype (None: float32 for 16-bit params; "bfloat16";
+            "param" for the param's own), Kahan-compensated updates of 16-bit params (state key
+            "kahan_comp"), stochastic rounding of bfloat16 params from a seeded hash.
 
     ``step(grads)`` takes the gradients in the order of all groups' params and returns the
     params: the same arrays, updated in their own memory, or new arrays for immutable libraries
@@ -62,6 +66,10 @@ class Adam:
         amsgrad=False,
         maximize=False,
         check_finite=False,
+        state_dtype=None,
+        kahan_summation=False,
+        stochastic_rounding=False,
+        rounding_seed=0,
     ):
         # step, load_state_dict, state_dict and add_param_group hold this lock; a second thread
         # that calls one of them meanwhile gets a RuntimeError instead of waiting (see _busy)
@@ -77,6 +85,8 @@ class Adam:
             "amsgrad": bool(amsgrad),
             "maximize": bool(maximize),
             "check_finite": bool(check_finite),
+            **_lowp.constructor_options(state_dtype, kahan_summation, stochastic_rounding,
+                                        rounding_seed),
         }
         _hparams.check_group(self.defaults)
         if _arrays.is_array(params):
@@ -128,6 +138,8 @@ class Adam:
             if id(p) in seen:
                 raise ValueError(f"param {i} appears more than once in the parameter groups")
             seen.add(id(p))
+            if _lowp.uses_lowp(group):
+                _lowp.check_param(i, p, group)
         self.param_groups.append(group)
         self._steady = None
 
@@ -178,11 +190,16 @@ class Adam:
                 _validation.check_writeable(i, p)
                 _validation.check_grad(i, p, g)  # before state is made for it
                 state = self.state.get(i)
-                if state is None or (amsgrad and "max_exp_avg_sq" not in state):
+                lowp = _lowp.uses_lowp(group)
+                if lowp and _lowp.needs_state(state, group):
+                    _lowp.check_param(i, p, group)
+                    state = fresh[i] = _lowp.new_state(backend_for(p), p, group, state)
+                elif state is None or (amsgrad and "max_exp_avg_sq" not in state):
                     state = fresh[i] = self._new_state(backend_for(p), p, amsgrad, state)
                 work.append(_engine.Work(i, p, g, state["exp_avg"], state["exp_avg_sq"],
                                          state.get("max_exp_avg_sq") if amsgrad else None,
-                                         group, state["step"] + 1))
+                                         group, state["step"] + 1,
+                                         state.get(_lowp.KAHAN_KEY) if lowp else None))
                 i += 1
 
         results = _engine.general_step(work)
@@ -350,7 +367,7 @@ def _busy(opt, what: str) -> RuntimeError:
 
 def _load_param_state(i: int, p, saved: dict, group: dict) -> dict:
     param_dtype = _arrays.dtype_name(p.dtype)
-    want = _arrays.state_dtype_name(param_dtype)
+    want = _lowp.state_dtype(group, param_dtype)
     keys = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
     if not isinstance(saved, dict) or "step" not in saved:
         raise ValueError(f"the state of param {i} has no 'step'")
@@ -366,10 +383,13 @@ def _load_param_state(i: int, p, saved: dict, group: dict) -> dict:
             raise ValueError(f"{key} of param {i} has shape {tuple(value.shape)} "
                              f"but the param has shape {tuple(p.shape)}")
         got = _arrays.dtype_name(value.dtype)
-        # torch keeps 16-bit parameters' state in 16 bits; adamcore widens it to float32
-        if got != want and got != param_dtype:
+        # torch keeps 16-bit parameters' state in 16 bits; adamcore widens it to float32 (or
+        # keeps the group's state_dtype)
+        if got != want and got != param_dtype and not (
+                _lowp.uses_lowp(group) and got in _arrays.FLOAT_DTYPES):
             raise ValueError(f"{key} of param {i} has dtype {got}; expected {want}")
-        state[key] = _arrays.copy_like(value, p, want)
+        state[key] = _lowp.copy_like(value, p, want)
+    _lowp.load_state(i, p, saved, group, state)
     return state
 
 
@@ -415,6 +435,8 @@ class _SteadyState:
         tensors, group_steps, backends, getters = [], [], set(), []
         i = 0
         for k, group in enumerate(groups):
+            if _lowp.uses_lowp(group):
+                return None  # low-precision modes take the general step
             steps = set()
             amsgrad = group["amsgrad"]
             for p in group["params"]:
@@ -473,7 +495,7 @@ class _SteadyState:
             return None
         hparams = []
         for group, flags, step in zip(groups, self.group_flags, self.group_steps):
-            if (group["amsgrad"], bool(group["check_finite"])) != flags:
+            if (group["amsgrad"], bool(group["check_finite"])) != flags or _lowp.uses_lowp(group):
                 return None
             hparams.append(_hparams.native_hparams(group, step + 1))
         _memory.claim(self.claimed, "step()")
@@ -535,9 +557,15 @@ class AdamW(Adam):
         amsgrad=False,
         maximize=False,
         check_finite=False,
+        state_dtype=None,
+        kahan_summation=False,
+        stochastic_rounding=False,
+        rounding_seed=0,
     ):
         super().__init__(
             params, lr, betas, eps, weight_decay,
             decoupled_weight_decay=decoupled_weight_decay, decouple_lr=decouple_lr,
             max_lr=max_lr, amsgrad=amsgrad, maximize=maximize, check_finite=check_finite,
+            state_dtype=state_dtype, kahan_summation=kahan_summation,
+            stochastic_rounding=stochastic_rounding, rounding_seed=rounding_seed,
         )

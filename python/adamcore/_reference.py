@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 
-from ._hparams import AMSGRAD, DECOUPLE_LR, DECOUPLED_WEIGHT_DECAY, MAXIMIZE, StepHParams
+from ._hparams import (AMSGRAD, DECOUPLE_LR, DECOUPLED_WEIGHT_DECAY, KAHAN_SUMMATION, MAXIMIZE,
+                       STOCHASTIC_ROUNDING, StepHParams)
 
 
 def coefficients(hp: StepHParams) -> dict:
@@ -52,10 +53,25 @@ def adam_update(xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, hp: StepHP
     """
     if xp.isdtype(param.dtype, "complex floating"):
         return _complex_update(xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, hp)
+    return lowp_update(xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, None, hp)[:4]
+
+
+def lowp_update(xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, compensation,
+                hp: StepHParams, seed: int = 0):
+    """adam_update with the low-precision modes of cpp/include/adamcore/lowp.h: state of any
+    dtype the core keeps (widened, updated, rounded back to nearest even), Kahan summation
+    (``compensation``, the param's dtype) and stochastic rounding (``seed``: the tensor's
+    random stream). Returns ``(param, exp_avg, exp_avg_sq, max_exp_avg_sq, compensation)``."""
     c = coefficients(hp)
     compute = xp.float64 if param.dtype == xp.float64 else xp.float32
+    state = exp_avg.dtype
     p = xp.astype(param, compute)
+    p_old = p
     g = xp.astype(grad, compute)
+    exp_avg = xp.astype(exp_avg, compute)
+    exp_avg_sq = xp.astype(exp_avg_sq, compute)
+    if max_exp_avg_sq is not None:
+        max_exp_avg_sq = xp.astype(max_exp_avg_sq, compute)
     if hp.flags & MAXIMIZE:
         g = -g
     if c["l2"]:
@@ -72,7 +88,92 @@ def adam_update(xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, hp: StepHP
     # times the reciprocal, as update.h does (one division fewer than torch, same to an ulp)
     denom = xp.sqrt(second) * c["inv_bias_correction2_sqrt"] + hp.eps
     p = p - c["step_size"] * (m / denom)
-    return xp.astype(p, param.dtype), m, v, vmax
+    m, v = xp.astype(m, state), xp.astype(v, state)
+    if vmax is not None:
+        vmax = xp.astype(vmax, state)
+    comp = None
+    if hp.flags & KAHAN_SUMMATION:
+        # lowp.h's kahan_store: the update plus what earlier rounding dropped, rounded to the
+        # param's dtype; what this rounding drops is the next compensation
+        delta = (p - p_old) + xp.astype(compensation, compute)
+        new = xp.astype(p_old + delta, param.dtype)
+        comp = xp.astype(delta - (xp.astype(new, compute) - p_old), param.dtype)
+        return new, m, v, vmax, comp
+    if hp.flags & STOCHASTIC_ROUNDING:
+        bits = random_bits(xp, rounding_key(seed, hp.step), param.shape, param)
+        return stochastic_round_bf16(xp, p, bits, param.dtype), m, v, vmax, None
+    return xp.astype(p, param.dtype), m, v, vmax, comp
+
+
+# ---- lowp.h's counter-based random bits, in int64 arithmetic every library has ---------------
+_M32 = 0xFFFFFFFF
+_M64 = (1 << 64) - 1
+
+
+def _mix64(z: int) -> int:
+    z = (z + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def rounding_key(seed: int, step: int) -> int:
+    """lowp.h's rounding_key: one tensor's 32-bit key at one step."""
+    return _mix64((seed + _mix64(step & _M64)) & _M64) >> 32
+
+
+def _mul32(x, c: int):
+    """x * c mod 2**32 for int64 arrays x < 2**32, without int64 overflow."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _M32
+
+
+def _mix32(x):
+    """lowp.h's mix32 (lowbias32) on int64 arrays holding uint32 values."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def random_bits(xp, key: int, shape, like):
+    """lowp.h's random_bits(key, i) of every element, i its C-order index (int64 array)."""
+    n = math.prod(shape)
+    index = xp.reshape(xp.arange(n, dtype=xp.int64, device=getattr(like, "device", None)), shape)
+    hi = index >> 32
+    block = _mix32((key + hi * 0x9E3779B9) & _M32)
+    return _mix32(block ^ (index & _M32))
+
+
+def stochastic_round_bf16(xp, x, bits, dtype):
+    """lowp.h's stochastic_round_bf16 of float32 x with random bits, as an array of ``dtype``."""
+    u = _float_bits(x)
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    rounded = xp.where(nan, (u & 0xFFFF0000) | 0x400000, (u + (bits >> 16)) & 0xFFFF0000)
+    return xp.astype(_bits_float(rounded, x), dtype)  # exact: already a bfloat16
+
+
+def _float_bits(x):
+    """The bits of a float32 array as int64 values (NumPy, CuPy and torch arrays)."""
+    lib = type(x).__module__.split(".")[0]
+    if lib == "torch":
+        import torch
+
+        return x.contiguous().view(torch.int32).to(torch.int64) & _M32
+    if lib in ("numpy", "cupy"):
+        return x.view("uint32").astype("int64")
+    raise TypeError(f"stochastic_rounding on the reference path takes NumPy, CuPy or torch "
+                    f"arrays, not {lib}")
+
+
+def _bits_float(u, like):
+    lib = type(like).__module__.split(".")[0]
+    if lib == "torch":
+        import torch
+
+        signed = torch.where(u >= 2**31, u - 2**32, u).to(torch.int32)
+        return signed.view(torch.float32)
+    return u.astype("uint32").view("float32")
 
 
 def _complex_update(xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, hp: StepHParams):

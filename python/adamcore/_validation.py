@@ -20,11 +20,11 @@ def check_param(i: int, p) -> None:
     if dt not in FLOAT_DTYPES and dt not in COMPLEX_DTYPES:
         raise TypeError(f"param {i} has dtype {dt}; adamcore takes {_FLOAT_LIST} (or "
                         f"complex64/complex128, updated as pairs of reals)")
-    check_readable_memory(i, p, "param")
+    check_readable_memory(i, p, "param", allow_bfloat16=True)
     check_writeable(i, p)
 
 
-def check_readable_memory(i: int, x, what: str) -> None:
+def check_readable_memory(i: int, x, what: str, allow_bfloat16: bool = False) -> None:
     """Arrays whose memory the kernels cannot read as plain floats: refused with what to do,
     before nanobind would refuse them with a list of signatures that names nothing."""
     lib = library(x)
@@ -33,7 +33,7 @@ def check_readable_memory(i: int, x, what: str) -> None:
             raise TypeError(f"{what} {i} has a non-native byte order ({x.dtype.str}); adamcore "
                             f"reads native-order floats: convert with "
                             f"x.astype(x.dtype.newbyteorder('='))")
-        if dtype_name(x.dtype) == "bfloat16":
+        if dtype_name(x.dtype) == "bfloat16" and not allow_bfloat16:
             raise TypeError(f"{what} {i} is a NumPy array of ml_dtypes.bfloat16, which NumPy "
                             f"cannot hand over through DLPack; use float32 NumPy arrays or "
                             f"torch bfloat16 tensors")
@@ -71,7 +71,7 @@ def _check_same_array_kind(i: int, p, x, what: str) -> None:
 def check_grad(i: int, p, g) -> None:
     """A gradient: same library, device and shape as its parameter, and a dtype the kernels pair."""
     _check_same_array_kind(i, p, g, "grad")
-    check_readable_memory(i, g, "grad")
+    check_readable_memory(i, g, "grad", allow_bfloat16=True)  # steps take the reference path
     gd, pd = dtype_name(g.dtype), dtype_name(p.dtype)
     if gd != pd and not (gd == "float32" and pd in HALF_DTYPES):
         if gd not in FLOAT_DTYPES and pd not in COMPLEX_DTYPES:
@@ -82,12 +82,15 @@ def check_grad(i: int, p, g) -> None:
         )
 
 
-def check_state(i: int, p, x, what: str) -> None:
-    """A state array handed in by the caller (adam_step): like its parameter, in the state dtype."""
+def check_state(i: int, p, x, what: str, expected: str | None = None) -> None:
+    """A state array handed in by the caller (adam_step): like its parameter, in the state dtype
+    (``expected``; None: the default one)."""
     if x is None:
         raise ValueError(f"{what} {i} is missing")
     _check_same_array_kind(i, p, x, what)
-    xd, expected = dtype_name(x.dtype), _arrays.state_dtype_name(dtype_name(p.dtype))
+    xd = dtype_name(x.dtype)
+    if expected is None:
+        expected = _arrays.state_dtype_name(dtype_name(p.dtype))
     if xd != expected:
         raise TypeError(
             f"{what} {i} has dtype {xd}; a {dtype_name(p.dtype)} parameter keeps its state "

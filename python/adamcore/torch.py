@@ -24,7 +24,7 @@ import torch
 from torch.optim import Optimizer
 from torch.utils.dlpack import to_dlpack
 
-from . import _core, _engine, _hparams, _validation
+from . import _core, _engine, _hparams, _lowp, _validation
 from ._dispatch import CPU, StepTensor, backend_for, bump_versions
 from ._optimizer import _load_param_state
 
@@ -49,6 +49,11 @@ class Adam(Optimizer):
     scaled by ``lr / max_lr``; ``max_lr`` defaults to the initial ``lr``, so an LR scheduler
     scales the decay with the learning rate) and ``check_finite`` (FloatingPointError, with
     nothing updated, when a grad holds inf or NaN).
+
+    Low precision (docs/update.md), per group too: ``state_dtype`` (None: float32 state for
+    16-bit params; ``torch.bfloat16``/"bfloat16"; "param" for the param's dtype),
+    ``kahan_summation=True`` (16-bit params; state key "kahan_comp"),
+    ``stochastic_rounding=True`` (bfloat16 params) with ``rounding_seed``.
     """
 
     _decoupled_default = False
@@ -71,6 +76,10 @@ class Adam(Optimizer):
         decouple_lr=False,
         max_lr=None,
         check_finite=False,
+        state_dtype=None,
+        kahan_summation=False,
+        stochastic_rounding=False,
+        rounding_seed=0,
     ):
         if capturable:
             raise ValueError("adamcore.torch does not support capturable=True (CUDA graph "
@@ -89,6 +98,8 @@ class Adam(Optimizer):
             maximize=bool(maximize), foreach=foreach, capturable=False, differentiable=False,
             fused=fused, decoupled_weight_decay=bool(decoupled_weight_decay),
             decouple_lr=bool(decouple_lr), max_lr=max_lr, check_finite=bool(check_finite),
+            **_lowp.constructor_options(state_dtype, kahan_summation, stochastic_rounding,
+                                        rounding_seed),
         )
         _hparams.check_group(_plain(defaults))
         self._plan = None
@@ -106,6 +117,8 @@ class Adam(Optimizer):
             _hparams.check_group(_plain(group))
             for i, p in enumerate(group["params"], start=first):
                 _validation.check_param(i, p)
+                if _lowp.uses_lowp(group):
+                    _lowp.check_param(i, p, group)
         except (ValueError, TypeError):
             self.param_groups.pop()
             raise
@@ -176,7 +189,13 @@ class Adam(Optimizer):
                 _validation.check_param(i, _local(p))
                 _validation.check_grad(i, _local(p), _local(g))  # before state is made for it
                 state = self.state.get(p)
-                if not state:
+                lowp = _lowp.uses_lowp(group)
+                if lowp and _lowp.needs_state(state or None, group):
+                    _lowp.check_param(i, _local(p), group)
+                    state = fresh[p] = _lowp.new_state(CPU, p, group, state or None)
+                    if not torch.is_tensor(state["step"]):
+                        state["step"] = torch.tensor(float(state["step"]), dtype=torch.float32)
+                elif not state:
                     state = fresh[p] = _new_state(p, amsgrad)
                 elif amsgrad and "max_exp_avg_sq" not in state:
                     state = fresh[p] = {**state, "max_exp_avg_sq": _zeros(p)}
@@ -184,7 +203,8 @@ class Adam(Optimizer):
                 work.append(_engine.Work(i, _local(p), _local(g), _local(state.get("exp_avg")),
                                          _local(state.get("exp_avg_sq")),
                                          _local(state.get("max_exp_avg_sq")) if amsgrad else None,
-                                         plain, int(state["step"]) + 1))
+                                         plain, int(state["step"]) + 1,
+                                         _local(state.get(_lowp.KAHAN_KEY)) if lowp else None))
                 stepped.append(state)
         _engine.general_step(work)  # torch tensors are mutable: always in place
         for p, state in fresh.items():
@@ -227,7 +247,7 @@ class Adam(Optimizer):
             state = _load_param_state(i, p, saved, group)  # validated copies, on p's device
             state["step"] = torch.tensor(float(state["step"]), dtype=torch.float32)
             converted[saved_id] = state
-            if p.dtype in _HALF:
+            if p.dtype in _HALF or _lowp.uses_lowp(group):
                 widened.append((p, {k: v for k, v in state.items() if k != "step"}))
         super().load_state_dict({**state_dict, "state": converted})
         for p, state in widened:  # torch casts state to the param's dtype: keep the core's float32
@@ -266,12 +286,17 @@ class AdamW(Adam):
         decouple_lr=False,
         max_lr=None,
         check_finite=False,
+        state_dtype=None,
+        kahan_summation=False,
+        stochastic_rounding=False,
+        rounding_seed=0,
     ):
         super().__init__(
             params, lr, betas, eps, weight_decay, amsgrad, foreach=foreach, maximize=maximize,
             capturable=capturable, differentiable=differentiable, fused=fused,
             decoupled_weight_decay=True, decouple_lr=decouple_lr, max_lr=max_lr,
-            check_finite=check_finite,
+            check_finite=check_finite, state_dtype=state_dtype, kahan_summation=kahan_summation,
+            stochastic_rounding=stochastic_rounding, rounding_seed=rounding_seed,
         )
 
 
@@ -391,6 +416,8 @@ class _Plan:
         params, states, amsgrads, tensors, groups, group_steps = [], [], [], [], [], []
         backends = set()
         for group in opt.param_groups:
+            if _lowp.uses_lowp(group):
+                return None  # low-precision modes take the general step
             amsgrad = group["amsgrad"]
             steps = set()
             for p in group["params"]:
@@ -439,7 +466,8 @@ class _Plan:
             return False
         hparams = []
         for (group, amsgrad, check_finite), step in zip(self.groups, self.group_steps):
-            if group["amsgrad"] != amsgrad or group["check_finite"] != check_finite:
+            if group["amsgrad"] != amsgrad or group["check_finite"] != check_finite \
+                    or _lowp.uses_lowp(group):
                 return False
             hparams.append(_hparams.native_hparams(_plain(group), step + 1))
         states = [opt.state.get(p) for p in params]

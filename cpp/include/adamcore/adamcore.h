@@ -48,13 +48,13 @@ extern "C" {
 
 /* Version of this header (the package version; CMake checks that they agree). */
 #define ADAMCORE_VERSION_MAJOR 0
-#define ADAMCORE_VERSION_MINOR 1
+#define ADAMCORE_VERSION_MINOR 2
 #define ADAMCORE_VERSION_PATCH 0
-/* The same as one number, major * 10000 + minor * 100 + patch (0.1.0 is 100). */
+/* The same as one number, major * 10000 + minor * 100 + patch (0.2.0 is 200). */
 #define ADAMCORE_VERSION \
     (ADAMCORE_VERSION_MAJOR * 10000 + ADAMCORE_VERSION_MINOR * 100 + ADAMCORE_VERSION_PATCH)
 /* The same as text, "major.minor.patch". */
-#define ADAMCORE_VERSION_STRING "0.1.0"
+#define ADAMCORE_VERSION_STRING "0.2.0"
 
 /* Version of the loaded library, encoded as ADAMCORE_VERSION. Before 1.0 the ABI may change with
  * the minor version: check adamcore_version() / 100 == ADAMCORE_VERSION / 100 at start-up. */
@@ -70,6 +70,12 @@ ADAMCORE_API const char *adamcore_version_string(void);
 #define ADAMCORE_DECOUPLE_LR 0x2u            /* fully decoupled: decay by lr / max_lr * wd (implies 0x1) */
 #define ADAMCORE_AMSGRAD 0x4u                /* keep max_exp_avg_sq and normalize by it */
 #define ADAMCORE_MAXIMIZE 0x8u               /* ascend instead of descend */
+/* Low precision (adamcore_adam_step_tensors only; docs/update.md): */
+#define ADAMCORE_KAHAN_SUMMATION 0x10u      /* 16-bit params: carry each update's rounding error
+                                                in a compensation buffer of the param's dtype */
+#define ADAMCORE_STOCHASTIC_ROUNDING 0x20u  /* bfloat16 params: round the new param up or down at
+                                                random (unbiased), from a hash of (seed, step,
+                                                element); not together with Kahan summation */
 
 /* Hyperparameters of one step (the same for every element and every tensor of a call). */
 typedef struct adamcore_hparams {
@@ -134,6 +140,45 @@ ADAMCORE_API int adamcore_adam_step_multi_f64(double *const *params, const doubl
                                               double *const *max_exp_avg_sqs,
                                               const int64_t *lengths, size_t count,
                                               const adamcore_hparams *hp);
+
+/* ---- Any dtype: tensors described by a struct (16-bit params, 16-bit state, low precision) --- */
+
+/* Dtypes of adamcore_tensor. */
+#define ADAMCORE_FLOAT16 0
+#define ADAMCORE_BFLOAT16 1
+#define ADAMCORE_FLOAT32 2
+#define ADAMCORE_FLOAT64 3
+
+/* One tensor of adamcore_adam_step_tensors: n contiguous elements in each array.
+ *   param_dtype  any of the four; grad_dtype the param's, or float32 for a 16-bit param;
+ *   state_dtype  of exp_avg, exp_avg_sq and max_exp_avg_sq: float32 (16/32-bit params), the
+ *                param's dtype, or bfloat16 (float16/float32 params); arithmetic stays float32
+ *                (float64 for float64 params) and 16-bit state is rounded to nearest even;
+ *   compensation read and written with ADAMCORE_KAHAN_SUMMATION (n elements of param_dtype,
+ *                zeros at the first step), else ignored;
+ *   seed         with ADAMCORE_STOCHASTIC_ROUNDING, this tensor's random stream (give each tensor
+ *                its own: the same seed and step draw the same bits for the same element index).
+ * Zero every field you do not use (e.g. with memset or = {0}): reserved must be 0. */
+typedef struct adamcore_tensor {
+    void *param;
+    const void *grad;
+    void *exp_avg;
+    void *exp_avg_sq;
+    void *max_exp_avg_sq; /* with ADAMCORE_AMSGRAD, else NULL */
+    void *compensation;   /* with ADAMCORE_KAHAN_SUMMATION, else NULL */
+    int64_t n;
+    uint64_t seed;
+    int32_t param_dtype;
+    int32_t grad_dtype;
+    int32_t state_dtype;
+    int32_t reserved;
+} adamcore_tensor;
+
+/* One step on count tensors of any supported dtypes, in one parallel region (CPU memory). hp
+ * applies to all, its flags including ADAMCORE_KAHAN_SUMMATION / ADAMCORE_STOCHASTIC_ROUNDING.
+ * All tensors are validated before any is written. */
+ADAMCORE_API int adamcore_adam_step_tensors(const adamcore_tensor *tensors, size_t count,
+                                            const adamcore_hparams *hp);
 
 /* ---- CPU settings (process-wide for this library) ------------------------------------------- */
 

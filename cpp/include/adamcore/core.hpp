@@ -41,11 +41,16 @@ inline int64_t stride_of(const ArrayRef& a, int32_t d) {
     return stride;
 }
 
-// One parameter, its gradient and its state. max_exp_avg_sq is used only with ADAMCORE_AMSGRAD.
+// One parameter, its gradient and its state. max_exp_avg_sq is used only with ADAMCORE_AMSGRAD,
+// compensation (the param's dtype) only with ADAMCORE_KAHAN_SUMMATION, seed only with
+// ADAMCORE_STOCHASTIC_ROUNDING. The state arrays' dtype is the state dtype (state_dtype_ok).
 struct TensorRef {
     ArrayRef param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq;
     bool has_max_exp_avg_sq = false;
     size_t hparams_index = 0;  // which entry of the call's hyperparameter table applies
+    ArrayRef compensation;
+    bool has_compensation = false;
+    uint64_t seed = 0;
 };
 
 // Errors carry a kind that each front end maps to its own (Python exception, C return code).
@@ -70,8 +75,12 @@ inline Error nonfinite_grad_error(int64_t index) {
 // Throws Error(invalid_value) naming the first hyperparameter out of range.
 void validate_hparams(const adamcore_hparams& hp);
 
-// The state dtype the kernels keep for a parameter dtype: float32 for 16-bit parameters.
+// The default state dtype for a parameter dtype: float32 for 16-bit parameters.
 DType state_dtype_for(DType param);
+
+// True when the kernels keep state of dtype `state` for a param of dtype `param`: the default,
+// the param's dtype, or bfloat16 for float16/float32 params.
+bool state_dtype_ok(DType param, DType state);
 
 // True when every array has arrays[0]'s strides (over extents > 1) and those lay the elements out
 // densely (C, Fortran, any permutation, negative strides); *low is then the offset, in elements,

@@ -15,11 +15,19 @@ ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 SHORT = {"float16": "f16", "bfloat16": "bf16", "float32": "fp32", "float64": "fp64"}
 
 
-def step_bytes(param: str, grad: str, state: str, state_buffers: int = 2) -> int:
+# Low-precision modes of a case (docs/update.md): the optimizer keywords each one adds.
+LOWP = {"": {}, "kahan": {"kahan_summation": True}, "sr": {"stochastic_rounding": True},
+        "bf16 state": {"state_dtype": "bfloat16"},
+        "kahan bf16 state": {"kahan_summation": True, "state_dtype": "bfloat16"}}
+
+
+def step_bytes(param: str, grad: str, state: str, state_buffers: int = 2,
+               compensation: bool = False) -> int:
     """Bytes one element of a step must move: p, g and each state buffer read; p and the state
-    buffers written. fp32 Adam: 4 + 4 + 8 read, 4 + 8 written = 28 (docs/performance.md)."""
+    buffers written. fp32 Adam: 4 + 4 + 8 read, 4 + 8 written = 28 (docs/performance.md).
+    Kahan summation reads and writes a compensation of the param's dtype as well."""
     p, g, s = ITEMSIZE[param], ITEMSIZE[grad], ITEMSIZE[state]
-    return 2 * p + g + 2 * state_buffers * s
+    return 2 * p + g + 2 * state_buffers * s + (2 * p if compensation else 0)
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,7 @@ class Case:
     dtype: str = "float32"        # the parameters' dtype
     grad_dtype: str = "float32"
     threads: int | None = None    # CPU threads (None on a GPU)
+    lowp: str = ""                # a low-precision mode, a key of LOWP
 
     @property
     def elements(self) -> int:
@@ -40,8 +49,15 @@ class Case:
 
     @property
     def state_dtype(self) -> str:
-        """adamcore's state dtype: float32 for 16-bit params (docs/update.md)."""
+        """adamcore's state dtype: float32 for 16-bit params (docs/update.md), or the mode's."""
+        if "bf16 state" in self.lowp:
+            return "bfloat16"
         return "float32" if ITEMSIZE[self.dtype] == 2 else self.dtype
+
+    @property
+    def options(self) -> dict:
+        """The optimizer keywords of the case's low-precision mode."""
+        return LOWP[self.lowp]
 
     @property
     def name(self) -> str:
@@ -53,7 +69,8 @@ class Case:
                                      else f"/{SHORT[self.grad_dtype]} grad")
         threads = "" if self.threads is None else (
             f", {self.threads} thread" + ("s" if self.threads > 1 else ""))
-        return f"{self.device} {dtype} {shape}{threads}"
+        mode = f" {self.lowp}" if self.lowp else ""
+        return f"{self.device} {dtype}{mode} {shape}{threads}"
 
 
 def _size_text(n: int) -> str:
@@ -84,6 +101,10 @@ def default_cases(device: str, quick: bool, cores: int) -> list[Case]:
             half = [((64 * 1024,), one)]
         cases = [Case("cpu", sizes, threads=t) for sizes, t in fp32]
         cases += [Case("cpu", sizes, d, d, threads=t) for d in ("bfloat16", "float16")
+                  for sizes, t in half]
+        # the low-precision modes on bfloat16 params (float32 grads, as mixed precision has)
+        cases += [Case("cpu", sizes, "bfloat16", "float32", threads=t, lowp=mode)
+                  for mode in ("", "kahan", "sr", "bf16 state", "kahan bf16 state")
                   for sizes, t in half]
         unique = []
         for c in cases:  # on one core, "all threads" is "1 thread"

@@ -134,7 +134,8 @@ def _state(work: Work):
 
 
 def _case_bytes(case: Case) -> Callable[[], int]:
-    per = step_bytes(case.dtype, case.grad_dtype, case.state_dtype)
+    per = step_bytes(case.dtype, case.grad_dtype, case.state_dtype,
+                     compensation=bool(case.options.get("kahan_summation")))
     return lambda: per * case.elements
 
 
@@ -201,7 +202,8 @@ class AdamcoreClass(Peer):
 
         if work.case.device == "cuda" and _dispatch.cuda_backend() is None:
             raise Skip("adamcore's CUDA backend is not built or sees no GPU")
-        opt = adamcore.Adam(work.params, lr=LR, betas=(BETA1, BETA2), eps=EPS)
+        opt = adamcore.Adam(work.params, lr=LR, betas=(BETA1, BETA2), eps=EPS,
+                            **work.case.options)
         grads = work.grads
         return Impl(lambda: opt.step(grads), _case_bytes(work.case))
 
@@ -215,12 +217,17 @@ class AdamcoreRaw(Peer):
         from adamcore import _core
 
         m, v = _state(work)
-        plan = _core.CpuPlan(work.params, m, v, [], [])
+        options = work.case.options
+        flags = (_core.KAHAN_SUMMATION if options.get("kahan_summation") else 0) | (
+            _core.STOCHASTIC_ROUNDING if options.get("stochastic_rounding") else 0)
+        comps = [_zeros_like(work, work.case.dtype, p.shape[0]) for p in work.params] \
+            if options.get("kahan_summation") else []
+        plan = _core.CpuPlan(work.params, m, v, [], [], comps, list(range(len(work.params))))
         grads, t = work.grads, [0]
 
         def step():
             t[0] += 1
-            plan.step(grads, [(LR, BETA1, BETA2, EPS, 0.0, LR, t[0], 0)])
+            plan.step(grads, [(LR, BETA1, BETA2, EPS, 0.0, LR, t[0], flags)])
 
         return Impl(step, _case_bytes(work.case))
 

@@ -153,6 +153,9 @@ def _run_case(case, quick, budget_s, sample_s, progress, min_rounds) -> list[dic
         if quick and not peer.quick:
             row.update(status="skipped", reason="not in --quick (builds its op on first use)")
             continue
+        if case.lowp and peer.kind == peers_mod.PEER:
+            row.update(status="skipped", reason="has no such low-precision mode")
+            continue
         progress(f"{case.name}: setting up {peer.name}")
         try:
             impl = peer.setup(work)
