@@ -298,3 +298,12 @@ def test_bench_steps_update_the_donated_buffers_in_place():
         step()
         step()
         assert pointers() == before, peer.name
+
+
+def test_a_low_precision_state_is_refused_by_name_inside_jit():
+    # bfloat16 state is a valid state_dtype elsewhere, but the FFI call keeps float32 state
+    p32 = jnp.zeros((3,), jnp.float32)
+    tx = aox.adam(1e-3)
+    state = tx.init([p32])._replace(mu=[jnp.zeros((3,), jnp.bfloat16)])
+    with pytest.raises(TypeError, match=r"exp_avg 0 has dtype bfloat16; adamcore's XLA FFI"):
+        jax.jit(lambda g, s, p: aox.apply(tx, g, s, p))([p32], state, [p32])

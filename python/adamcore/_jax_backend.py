@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from . import _validation
+from . import _arrays, _lowp, _validation
 from ._dispatch import Backend, StepTensor
 from ._hparams import AMSGRAD, DECOUPLE_LR
 
@@ -85,6 +85,19 @@ def _step_operand(step):
     return step
 
 
+
+def _check_state_dtype(i: int, p, exp_avg) -> None:
+    """A state dtype other than the default gets the message the other front ends give when
+    the param cannot keep its state in it, and otherwise says the FFI call lacks it."""
+    default = _arrays.state_dtype_name(_arrays.dtype_name(p.dtype))
+    state = _arrays.dtype_name(getattr(exp_avg, "dtype", None)) if exp_avg is not None else None
+    if state == default or state not in _arrays.FLOAT_DTYPES:
+        return  # check_state names anything else
+    _lowp.check_param(i, p, {"state_dtype": state})
+    raise TypeError(f"exp_avg {i} has dtype {state}; adamcore's XLA FFI call keeps the state "
+                    f"of a {_arrays.dtype_name(p.dtype)} param in {default} (state_dtype "
+                    f"{state} runs in adamcore.Adam and adamcore.torch, not inside jit)")
+
 def fused_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, step, beta1,
                beta2, eps, weight_decay, max_lr, flags):
     """One step of every tensor in one FFI call; returns lists (params, exp_avgs, exp_avg_sqs,
@@ -103,6 +116,7 @@ def fused_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, lr, ste
     for i in range(n):
         _validation.check_param(i, params[i])
         _validation.check_grad(i, params[i], grads[i])
+        _check_state_dtype(i, params[i], exp_avgs[i])
         _validation.check_state(i, params[i], exp_avgs[i], "exp_avg")
         _validation.check_state(i, params[i], exp_avg_sqs[i], "exp_avg_sq")
         if amsgrad:
