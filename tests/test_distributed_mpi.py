@@ -25,8 +25,8 @@ def mpirun(n, *args, timeout=60):
                           text=True, timeout=timeout, env=env)
 
 
-def run_scenario(n, name):
-    proc = mpirun(n, str(HERE / "distributed_mpi_worker.py"), name)
+def run_scenario(n, name, *extra):
+    proc = mpirun(n, str(HERE / "distributed_mpi_worker.py"), name, *extra)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     line = [x for x in proc.stdout.splitlines() if x.startswith("OK ")]
     assert line, proc.stdout + proc.stderr
@@ -44,6 +44,22 @@ def test_state_bytes_one_nth(n):
     result = run_scenario(n, "memory")
     per_rank, full = result["state_bytes_per_rank"], result["unsharded"]
     assert sum(per_rank) == full and max(per_rank) - min(per_rank) <= 3 * 4 * 2
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_mixed_dtypes_bit_equal_one_collective_per_dtype(n):
+    # float16, float32 and float64 params in one optimizer: a flat space per dtype, one
+    # reduce-scatter and one all-gather per dtype per step, checkpoints, buckets
+    result = run_scenario(n, "mixed")
+    assert result == {"mixed": "bit-equal", "spaces": ["float16", "float32", "float64"]}
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_nccl_transport_against_a_stand_in_communicator(n):
+    # the NCCL transport's real calls (pointers, one count, NCCL types, in-place all-gather,
+    # the stream) on a stand-in NcclCommunicator that reduces host buffers with MPI
+    result = run_scenario(n, "nccl_standin")
+    assert result == {"nccl_standin": "bit-equal", "calls_per_step": 6}
 
 
 @pytest.mark.parametrize("name", ["clip", "state_dict", "buckets"])

@@ -28,6 +28,7 @@ always go through the mpi4py communicator, whatever moves the big buffers.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
 
 import numpy as np
@@ -212,7 +213,7 @@ def choose_transport(library: str, comm, transport="auto"):
     if transport == "mpi" or (transport == "auto" and mpi_is_cuda_aware()):
         return MpiDeviceTransport(comm)
     try:
-        from cupy.cuda import nccl
+        nccl = importlib.import_module("cupy.cuda.nccl")
     except ImportError as e:
         raise ImportError("CuPy params need a CUDA-aware MPI (transport='mpi', or "
                           "ADAMCORE_MPI_CUDA_AWARE=1) or NCCL (cupy.cuda.nccl), and this "
