@@ -79,11 +79,24 @@ def test_failure_mid_step_aborts_all_ranks():
     assert "rank 1 failed inside step() (ZeroDivisionError" in proc.stderr
 
 
-def test_example_matches_single_process():
-    example = str(HERE.parent / "examples" / "mpi_least_squares.py")
-    single = subprocess.run([sys.executable, example], capture_output=True, text=True,
+EXAMPLE = HERE.parent / "examples" / "mpi_least_squares.py"
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_example_matches_single_process(n):
+    single = subprocess.run([sys.executable, str(EXAMPLE)], capture_output=True, text=True,
                             timeout=60, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert single.returncode == 0, single.stderr
-    multi = mpirun(2, example)
+    multi = mpirun(n, str(EXAMPLE))
     assert multi.returncode == 0, multi.stderr
     assert multi.stdout.strip() == single.stdout.strip() != ""
+    assert len(single.stdout.split()) == 9
+
+
+def test_readme_shows_the_example_as_is():
+    readme = (HERE.parent / "README.md").read_text()
+    section = readme[readme.index("## Distributed"):]
+    block = section.split("```python\n", 1)[1].split("```", 1)[0].strip()
+    code = EXAMPLE.read_text().split('"""', 2)[2].strip()  # the file after its docstring
+    assert block == code
+    assert len(code.splitlines()) <= 16  # the README's short example stays short
