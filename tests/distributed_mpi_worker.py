@@ -110,6 +110,28 @@ def scenario_state_dict():
         twin = ShardedAdamW(twin_params, comm=comm, lr=1e-2, amsgrad=True)
         twin.load(path)
         comm.Barrier()
+        # an index of the first, one-dtype format (version 1: total and bounds, no dtype) loads
+        if rank == 0:
+            from adamcore import _checkpoint
+
+            space = opt.spaces[0]
+            v1 = {"format": "adamcore.sharded-checkpoint-index", "version": 1, "ranks": size,
+                  "total": space.total, "bounds": [list(b) for b in space.bounds],
+                  "files": [f"ckpt.rank{r}-of-{size}.npz" for r in range(size)]}
+            _checkpoint._write_atomically(path, d, {_checkpoint._META: np.frombuffer(
+                json.dumps(v1).encode(), dtype=np.uint8)})
+        comm.Barrier()
+        old = ShardedAdamW([p.copy() for p in params], comm=comm, lr=1e-2, amsgrad=True)
+        old.load(path)
+        assert old.state_dict(sharded=True)["state"].keys() == twin.state_dict(
+            sharded=True)["state"].keys()
+        comm.Barrier()
+    # a sharded state dict with the one-dtype shard entry [rank, ranks, lo, hi] loads as well
+    sd = opt.state_dict(sharded=True)
+    early = ShardedAdamW([p.copy() for p in params], comm=comm, lr=1e-2, amsgrad=True)
+    early.load_state_dict({**sd, "shard": [rank, size, *sd["shard"][2][0]]})
+    for a, b in zip(early.state_dict(sharded=True)["state"].values(), sd["state"].values()):
+        assert all(np.array_equal(a[k], b[k]) for k in b)
     other_params = [p.copy() for p in params]
     other = ShardedAdamW(other_params, comm=comm, lr=1e-2, amsgrad=True)
     other.load_state_dict(full)  # full on rank 0, None elsewhere: scattered
@@ -160,6 +182,14 @@ def scenario_bad_input():
     # bad constructor argument on one rank
     msgs["ctor"] = expect_error(
         lambda: ShardedAdam(params, comm=comm, lr=-1.0 if rank == 0 else 1e-3), ["rank 0", "lr"])
+    # the ranks must agree on the transport before one is made
+    from adamcore._transports import MpiHostTransport
+
+    other = CountingTransport(MpiHostTransport(comm))
+    other.name = "stand-in"
+    msgs["transport"] = expect_error(
+        lambda: ShardedAdam(params, comm=comm, transport=other if rank == size - 1 else "auto"),
+        ["different transports", "stand-in"])
     # check_finite agreed: a NaN in one rank's grad makes every rank raise, nothing updated
     opt = ShardedAdam(params, comm=comm, check_finite=True)
     gs = [np.ones_like(p) for p in params]

@@ -70,7 +70,8 @@ def test_features_3_ranks(name):
 @pytest.mark.parametrize("n", [2, 3])
 def test_bad_input_raises_on_every_rank(n):
     result = run_scenario(n, "bad_input")
-    assert set(result) == {"shapes", "grad_shape", "count", "lr", "ctor", "finite"}
+    assert set(result) == {"shapes", "grad_shape", "count", "lr", "ctor", "transport",
+                           "finite"}
 
 
 def test_failure_mid_step_aborts_all_ranks():

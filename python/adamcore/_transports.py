@@ -119,7 +119,16 @@ class NcclTransport:
         self.nccl = nccl
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         if communicator is None:
-            unique_id = comm.bcast(nccl.get_unique_id() if self.rank == 0 else None, root=0)
+            made = None
+            if self.rank == 0:
+                try:
+                    made = ("id", nccl.get_unique_id())
+                except Exception as e:  # noqa: BLE001 - every rank must hear of it, not wait
+                    made = ("error", f"{type(e).__name__}: {e}")
+            kind, unique_id = comm.bcast(made, root=0)
+            if kind == "error":
+                raise RuntimeError(f"NCCL transport: rank 0 could not make the NCCL unique id "
+                                   f"({unique_id})")
             communicator = nccl.NcclCommunicator(self.size, unique_id, self.rank)
         self.communicator = communicator
         self._stream = stream
@@ -195,23 +204,20 @@ def _loaded_mpi_libraries() -> list[str]:
     return sorted(p for p in paths if os.path.basename(p).startswith("libmpi."))
 
 
-def choose_transport(library: str, comm, transport="auto"):
-    """The transport for params of ``library`` ("numpy" or "cupy").
-
-    ``transport`` is "auto", "mpi" (host MPI for NumPy, CUDA-aware MPI for CuPy), "nccl", or a
-    transport object (anything with the two collectives above), used as given.
-    """
-    if not isinstance(transport, str):
-        return transport
+def transport_kind(library: str, transport="auto") -> str:
+    """Which transport params of ``library`` ("numpy" or "cupy") get, decided without any
+    collective (so the ranks can agree on it before one is made): "mpi", "cuda-aware-mpi" or
+    "nccl". ``transport`` is "auto", "mpi" (host MPI for NumPy, CUDA-aware MPI for CuPy) or
+    "nccl"."""
     if transport not in ("auto", "mpi", "nccl"):
         raise ValueError(f"transport must be 'auto', 'mpi', 'nccl' or a transport object, "
                          f"got {transport!r}")
     if library == "numpy":
         if transport == "nccl":
             raise ValueError("transport='nccl' moves device buffers; NumPy params go through MPI")
-        return MpiHostTransport(comm)
+        return "mpi"
     if transport == "mpi" or (transport == "auto" and mpi_is_cuda_aware()):
-        return MpiDeviceTransport(comm)
+        return "cuda-aware-mpi"
     try:
         nccl = importlib.import_module("cupy.cuda.nccl")
     except ImportError as e:
@@ -222,4 +228,21 @@ def choose_transport(library: str, comm, transport="auto"):
         raise ImportError("CuPy was built without NCCL (cupy.cuda.nccl.available is False) "
                           "and this MPI does not say it is CUDA-aware: pass transport='mpi' "
                           "if it is")
-    return NcclTransport(comm, nccl=nccl)
+    return "nccl"
+
+
+def make_transport(kind: str, comm):
+    """The transport of a kind :func:`transport_kind` returned (NCCL: a collective over comm)."""
+    if kind == "mpi":
+        return MpiHostTransport(comm)
+    if kind == "cuda-aware-mpi":
+        return MpiDeviceTransport(comm)
+    return NcclTransport(comm, nccl=importlib.import_module("cupy.cuda.nccl"))
+
+
+def choose_transport(library: str, comm, transport="auto"):
+    """The transport for params of ``library``: :func:`transport_kind`, then made; a transport
+    object (anything with the two collectives above) is used as given."""
+    if not isinstance(transport, str):
+        return transport
+    return make_transport(transport_kind(library, transport), comm)

@@ -37,7 +37,7 @@ import numpy as np
 
 from . import _checkpoint
 from ._optimizer import Adam, packed_groups
-from ._transports import choose_transport
+from ._transports import make_transport, transport_kind
 
 _INDEX_FORMAT = "adamcore.sharded-checkpoint-index"
 _GROUP_KEYS = ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay", "decouple_lr",
@@ -173,8 +173,21 @@ class ShardedAdam:
         self._agree_or_raise(error, "the params")
         self.library = libraries[0] if libraries else "numpy"
         self.xp = _array_module(self.library)
+        # the ranks agree on the kind of transport before one is made (NCCL's is collective)
+        kind = None if isinstance(transport, str) else getattr(transport, "name", "given")
+        if kind is None:
+            try:
+                kind = transport_kind(self.library, transport)
+            except Exception as e:  # noqa: BLE001
+                error = e
+        self._agree_or_raise(error, "the transport")
+        kinds = self.comm.allgather(kind)
+        if len(set(kinds)) > 1:
+            raise ValueError(f"ShardedAdam: the ranks chose different transports {kinds} "
+                             f"(set ADAMCORE_MPI_CUDA_AWARE or transport= alike on every rank)")
         try:
-            self.transport = choose_transport(self.library, self.comm, transport)
+            self.transport = transport if not isinstance(transport, str) else \
+                make_transport(kind, self.comm)
         except Exception as e:  # noqa: BLE001
             error = e
         self._agree_or_raise(error, "the transport")
@@ -425,7 +438,7 @@ class ShardedAdam:
         error, piece_state = None, None
         if sharded:
             try:
-                shard = json.loads(json.dumps(state_dict["shard"]))  # tuples -> lists
+                shard = _shard_of(state_dict["shard"])
                 if shard != self._shard_id():
                     raise ValueError(f"the shard was written as (rank, ranks, ranges per dtype) "
                                      f"{shard}; this is {self._shard_id()}")
@@ -535,6 +548,8 @@ class ShardedAdam:
                 index = json.loads(bytes(npz[_checkpoint._META]).decode())
             if index.get("format") != _INDEX_FORMAT:
                 raise ValueError(f"{path} is not a sharded adamcore checkpoint index")
+            if index.get("version") == 1 and len(self.spaces) == 1:  # one dtype, no dtype named
+                index["spaces"] = [[self.spaces[0].dtype.str, index["total"], index["bounds"]]]
             if index["ranks"] != self.size or index.get("spaces") != self._layout():
                 raise ValueError(f"{path} was written by {index['ranks']} ranks over "
                                  f"{index.get('spaces', index.get('total'))} (dtype, elements, "
@@ -553,6 +568,15 @@ class ShardedAdamW(ShardedAdam):
     """ShardedAdam with decoupled weight decay and AdamW's default weight_decay of 1e-2."""
 
     _defaults = {"weight_decay": 1e-2, "decoupled_weight_decay": True}
+
+
+def _shard_of(entry) -> list:
+    """A sharded state dict's ``shard`` entry as [rank, ranks, [[lo, hi] per dtype]]; the
+    one-dtype form [rank, ranks, lo, hi] of earlier versions is read as one range."""
+    entry = json.loads(json.dumps(entry))  # tuples -> lists, NumPy ints refused early
+    if len(entry) == 4 and all(isinstance(x, int) for x in entry):
+        entry = [entry[0], entry[1], [entry[2:]]]
+    return entry
 
 
 def _flat(v):
