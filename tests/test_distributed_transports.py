@@ -115,7 +115,8 @@ def test_nccl_transport_calls(monkeypatch):
         t.all_gather_in_place(np.zeros(2, np.int8), [2])
     t.abort()
     assert t.communicator.calls[-1] == ("abort",)
-    fixed = NcclTransport(COMM, nccl=sys.modules["cupy.cuda.nccl"], stream=types.SimpleNamespace(ptr=5))
+    fixed = NcclTransport(COMM, nccl=sys.modules["cupy.cuda.nccl"],
+                          stream=types.SimpleNamespace(ptr=5))
     fixed.all_gather_in_place(buf, [5])
     assert fixed.communicator.calls[-1][-1] == 5
 

@@ -260,8 +260,9 @@ class ShardedAdam:
                              f"({text}); nothing was updated")
         differ = [r for r, (s, _) in enumerate(reports) if s != reports[0][0]]
         if differ:
-            raise ValueError(f"ShardedAdam.step: ranks {differ} disagree with rank 0 on the params' "
-                             f"shapes, dtypes, param groups or hyperparameters; nothing was updated")
+            raise ValueError(f"ShardedAdam.step: ranks {differ} disagree with rank 0 on the "
+                             f"params' shapes, dtypes, param groups or hyperparameters; nothing "
+                             f"was updated")
 
     # --- the step ------------------------------------------------------------------------------
     def step(self, grads):
