@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
                        help="seconds of interleaved timing rounds per case, at least 3 rounds "
                        "(5 without --quick) whatever the budget (default: 6, or 0.6 with "
                        "--quick)")
+    bench.add_argument("--ranks", type=int, nargs="+", metavar="N",
+                       help="instead, the distributed case at these numbers of processes: "
+                       "adamcore.distributed.ShardedAdamW over mpirun against torch's "
+                       "ZeroRedundancyOptimizer(AdamW) on gloo (needs mpi4py + an MPI; "
+                       "writes bench-distributed.json into --out)")
     args = parser.parse_args(argv)
 
     if args.include_dir or args.cmake_dir or args.library:
@@ -106,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "info":
         print("\n".join(info_lines()))
         return 0
+    if args.command == "bench" and args.ranks:
+        from .bench.distributed import bench_ranks
+
+        return bench_ranks(args.ranks, quick=args.quick, json_path=args.json, out_dir=args.out)
     if args.command == "bench":
         from .bench import main as bench_main
 
