@@ -66,7 +66,7 @@ fi
 phase info 60 "$OUT/info.txt" "$PY" -m adamcore info
 
 want test && phase pytest 240 "$OUT/pytest.txt" "$PY" -m pytest -q -ra -p no:cacheprovider \
-    --junitxml="$OUT/pytest.xml" tests/test_cuda.py tests/test_cuda_unavailable.py tests/test_c_abi.py
+    --junitxml="$OUT/pytest.xml" tests/test_cuda.py tests/test_cuda_unavailable.py tests/test_c_abi.py tests/test_distributed_cupy.py
 
 if ! want memcheck; then
     :
