@@ -18,6 +18,7 @@
 #include "adamcore/adamcore.h"
 #include "adamcore/core.hpp"
 #include "binding_common.hpp"
+#include "blockwise_binding.hpp"
 #include "../src/cpu_step_testing.h"
 #include "../src/cpu_norm.h"
 
@@ -145,6 +146,8 @@ NB_MODULE(_core, m) {
           "max_exp_avg_sqs may be empty, or hold None for tensors without amsgrad; "
           "hparams_index (one per tensor, or empty for all 0) selects each tensor's hparams, "
           "a tuple (lr, beta1, beta2, eps, weight_decay, max_lr, step, flags).");
+
+    binding::register_blockwise(m);
 
     m.def("first_nonfinite", &first_nonfinite, "arrays"_a.noconvert(),
           "Index of the first array holding inf or NaN, or -1 when all are finite.");
