@@ -138,3 +138,162 @@ def adam_update_blockwise(param, grad, exp_avg, exp_avg_sq, exp_avg_absmax, exp_
     mc, ma = quantize_m(m)
     vc, va = quantize_v(v)
     return p.reshape(shape), mc, vc, ma, va
+
+
+# ---- the optimizers' side: groups, state, steps, state dicts ----------------------------------
+
+STATE_DTYPE = "int8_blockwise"
+
+
+def is_quantized(group: dict) -> bool:
+    """True when a param group keeps its state in the 8-bit blockwise form."""
+    return group.get("state_dtype") == STATE_DTYPE
+
+
+def check_group(group: dict) -> None:
+    """ValueError for what the 8-bit form does not support: amsgrad (a running max would have to
+    survive requantization, which can round it down and break max(v_bar, v) >= v_bar)."""
+    if group.get("amsgrad"):
+        raise ValueError("state_dtype='int8_blockwise' does not support amsgrad; use "
+                         "state_dtype='float32' for amsgrad groups")
+
+
+def _check_param(i: int, p) -> None:
+    from . import _arrays
+    lib = _arrays.library(p)
+    dtype = _arrays.dtype_name(p.dtype)
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise TypeError(f"param {i} has dtype {dtype}; state_dtype='int8_blockwise' takes "
+                        f"float32, float16 or bfloat16 params")
+    if lib == "numpy":
+        contiguous = p.flags.c_contiguous
+    elif lib == "torch":
+        if p.device.type != "cpu":
+            raise ValueError(f"param {i} is on {p.device}; state_dtype='int8_blockwise' runs on "
+                             f"the CPU core (its CUDA kernel is not wired to the front ends yet)")
+        contiguous = p.is_contiguous()
+    else:
+        raise TypeError(f"param {i} is a {lib} array; state_dtype='int8_blockwise' takes NumPy "
+                        f"arrays and torch CPU tensors")
+    if not contiguous:
+        raise ValueError(f"param {i} is not C-contiguous; state_dtype='int8_blockwise' quantizes "
+                         f"blocks of the flattened param and takes contiguous params")
+
+
+def new_state(i: int, p, old: dict | None = None) -> dict:
+    """The quantized state of param i: zeros, or ``old`` (a float state) quantized."""
+    _check_param(i, p)
+    n = int(_size(p))
+    if old is not None and "exp_avg_absmax" not in old:
+        from . import _arrays
+        mc, ma = quantize_m(_arrays.to_numpy(old["exp_avg"]))
+        vc, va = quantize_v(_arrays.to_numpy(old["exp_avg_sq"]))
+        arrays = {"exp_avg": mc, "exp_avg_sq": vc, "exp_avg_absmax": ma, "exp_avg_sq_absmax": va}
+    else:
+        arrays = zeros_state(n)
+    state = {k: v for k, v in (old or {"step": 0}).items() if k == "step"}
+    state.update(_in_library(p, arrays))
+    return state
+
+
+def dequantized_state(p, state: dict) -> dict:
+    """A quantized state as float32 m and v of p's shape, in p's library (the other way)."""
+    from . import _arrays
+    m = dequantize_m(_arrays.to_numpy(state["exp_avg"]), _arrays.to_numpy(state["exp_avg_absmax"]))
+    v = dequantize_v(_arrays.to_numpy(state["exp_avg_sq"]),
+                     _arrays.to_numpy(state["exp_avg_sq_absmax"]))
+    out = {k: v for k, v in state.items() if k == "step"}
+    out["exp_avg"] = _arrays.copy_like(m.reshape(tuple(p.shape)), p, "float32")
+    out["exp_avg_sq"] = _arrays.copy_like(v.reshape(tuple(p.shape)), p, "float32")
+    return out
+
+
+def _size(p) -> int:
+    n = 1
+    for d in p.shape:
+        n *= int(d)
+    return n
+
+
+def _in_library(p, arrays: dict) -> dict:
+    """Codes shaped like p, absmax flat, in p's library and on its device."""
+    from . import _arrays
+    shape = tuple(p.shape)
+    out = {}
+    for key, dtype in STATE_KEYS.items():
+        value = arrays[key]
+        if key in ("exp_avg", "exp_avg_sq"):
+            value = value.reshape(shape)
+        out[key] = _arrays.copy_like(value, p, dtype)
+    return out
+
+
+def load_param_state(i: int, p, saved: dict, group: dict) -> dict:
+    """A saved state (quantized or float) for param i of a group, in the group's form: the
+    quantized form is restored exactly; a float state is quantized into an int8_blockwise group,
+    and a quantized one dequantized into a float32 group. Checked before anything is made."""
+    from . import _arrays, _scalars
+    if not isinstance(saved, dict) or "step" not in saved:
+        raise ValueError(f"the state of param {i} has no 'step'")
+    step = _scalars.step_count(f"the step of param {i}", saved["step"])
+    quantized_saved = "exp_avg_absmax" in saved
+    if not quantized_saved:  # a float state into a quantized group
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key not in saved or not _arrays.is_array(saved[key]):
+                raise ValueError(f"the state of param {i} has no array '{key}'")
+            if tuple(saved[key].shape) != tuple(p.shape):
+                raise ValueError(f"{key} of param {i} has shape {tuple(saved[key].shape)} "
+                                 f"but the param has shape {tuple(p.shape)}")
+        state = new_state(i, p, {"step": step, "exp_avg": saved["exp_avg"],
+                                 "exp_avg_sq": saved["exp_avg_sq"]})
+        return state
+    n = _size(p)
+    want = {"exp_avg": n, "exp_avg_sq": n, "exp_avg_absmax": blocks(n), "exp_avg_sq_absmax": blocks(n)}
+    for key, dtype in STATE_KEYS.items():
+        value = saved.get(key)
+        if value is None or not _arrays.is_array(value):
+            raise ValueError(f"the quantized state of param {i} has no array '{key}'")
+        got = _arrays.dtype_name(value.dtype)
+        if got != dtype:
+            raise ValueError(f"{key} of param {i} has dtype {got}; the int8_blockwise form keeps "
+                             f"it as {dtype}")
+        size = _size(value)
+        if size != want[key]:
+            raise ValueError(f"{key} of param {i} has {size} elements; a param of {n} elements "
+                             f"needs {want[key]} (blocks of {BLOCK})")
+    arrays = {key: _arrays.to_numpy(saved[key]).reshape(-1) for key in STATE_KEYS}
+    state = {"step": step, **arrays}
+    if not is_quantized(group):
+        if group.get("amsgrad"):
+            raise ValueError(f"the state of param {i} is int8_blockwise, its group has amsgrad "
+                             f"on: there is no max_exp_avg_sq to restore")
+        return dequantized_state(p, state)
+    _check_param(i, p)
+    return {"step": step, **_in_library(p, arrays)}
+
+
+def step(work: list) -> None:
+    """Steps the quantized params of one optimizer step (engine Work items with ``absmax``) in
+    one call of the core, which validates all of them before it writes any."""
+    from . import _core, _hparams
+    from ._dispatch import _exportable, bump_versions
+    from ._memory import readable
+    hparams, at, index = [], {}, []
+    params, grads, m, v, ma, va = [], [], [], [], [], []
+    for w in work:
+        _check_param(w.index, w.param)
+        key = (id(w.group), w.step)
+        if key not in at:
+            at[key] = len(hparams)
+            hparams.append(tuple(_hparams.step_hparams(w.group, w.step)))
+        index.append(at[key])
+        params.append(_exportable(w.param))
+        grads.append(_exportable(readable(w.grad)))
+        m.append(w.exp_avg)
+        v.append(w.exp_avg_sq)
+        ma.append(w.absmax[0])
+        va.append(w.absmax[1])
+    _core.adam_step_blockwise(params, grads, m, v, ma, va, index, hparams)
+    torch_arrays = [x for x in (*params, *m, *v, *ma, *va) if type(x) is not np.ndarray]
+    if torch_arrays:
+        bump_versions(torch_arrays)
