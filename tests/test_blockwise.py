@@ -1,4 +1,4 @@
-"""8-bit block-quantized state (state_dtype="int8_blockwise", docs/low-precision.md): the CPU
+"""8-bit block-quantized state (state_dtype="int8_blockwise", docs/int8-state.md): the CPU
 kernels of every SIMD level bit for bit against the NumPy reference (python/adamcore/_blockwise.py),
 the format's own properties, the distance to float32-state Adam, the front ends and their state
 dicts, and bad input refused with nothing changed."""
@@ -369,3 +369,61 @@ def test_load_refuses_bad_quantized_state():
     with pytest.raises(ValueError, match="exp_avg of param 0 has dtype float32"):
         opt.load_state_dict(bad)
     assert opt.state[0]["step"] == 1
+
+
+# ---- the C ABI ---------------------------------------------------------------------------------
+
+def _c_lib():
+    import ctypes
+    import c_abi
+    lib = c_abi.load()
+    f = lib.adamcore_adam_step_blockwise_f32
+    f.restype = ctypes.c_int
+    return lib, f
+
+
+def _ptr(a):
+    import ctypes
+    return a.ctypes.data_as(ctypes.c_void_p) if a is not None else None
+
+
+@pytest.mark.parametrize("n", [0, 1, 257, 65537])
+def test_c_abi_matches_the_python_binding(simd_level, n, rng):
+    import ctypes
+    import c_abi
+    lib, f = _c_lib()
+    assert c_abi.constants()["QUANT_BLOCK"] == bw.BLOCK
+    p = rng.standard_normal(n).astype(np.float32)
+    s = bw.zeros_state(n)
+    q, t = p.copy(), {k: v.copy() for k, v in s.items()}
+    for step in range(1, 4):
+        g = rng.standard_normal(n).astype(np.float32)
+        hp = c_abi.hparams(step=step, lr=1e-2, weight_decay=0.01)
+        rc = f(_ptr(p), _ptr(g), _ptr(s["exp_avg"]), _ptr(s["exp_avg_sq"]),
+               _ptr(s["exp_avg_absmax"]), _ptr(s["exp_avg_sq_absmax"]), ctypes.c_int64(n),
+               ctypes.byref(hp))
+        assert rc == 0, lib.adamcore_last_error()
+        _core_step(q, g, t, StepHParams(1e-2, 0.9, 0.999, 1e-8, 0.01, 1e-2, step, 0))
+    np.testing.assert_array_equal(p, q)
+    for key in bw.STATE_KEYS:
+        np.testing.assert_array_equal(s[key], t[key])
+
+
+def test_c_abi_refuses_amsgrad_and_null_with_nothing_written():
+    import ctypes
+    import c_abi
+    lib, f = _c_lib()
+    lib.adamcore_last_error.restype = ctypes.c_char_p
+    K = c_abi.constants()
+    n = 300
+    p, g, s = np.ones(n, np.float32), np.ones(n, np.float32), bw.zeros_state(n)
+    hp = c_abi.hparams(step=1, lr=1e-3, amsgrad=True)
+    rc = f(_ptr(p), _ptr(g), _ptr(s["exp_avg"]), _ptr(s["exp_avg_sq"]), _ptr(s["exp_avg_absmax"]),
+           _ptr(s["exp_avg_sq_absmax"]), ctypes.c_int64(n), ctypes.byref(hp))
+    assert rc == K["ERROR_INVALID_VALUE"] and b"amsgrad" in lib.adamcore_last_error()
+    hp = c_abi.hparams(step=1, lr=1e-3)
+    rc = f(_ptr(p), _ptr(g), _ptr(s["exp_avg"]), _ptr(s["exp_avg_sq"]), None,
+           _ptr(s["exp_avg_sq_absmax"]), ctypes.c_int64(n), ctypes.byref(hp))
+    assert rc == K["ERROR_INVALID_VALUE"]
+    assert b"exp_avg_absmax 0 is NULL" in lib.adamcore_last_error()
+    assert (p == 1).all() and not s["exp_avg"].any()

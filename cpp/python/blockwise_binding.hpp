@@ -93,7 +93,7 @@ inline void register_blockwise(nb::module_& m) {
           "grads"_a.noconvert(), "exp_avgs"_a.noconvert(), "exp_avg_sqs"_a.noconvert(),
           "exp_avg_absmaxes"_a.noconvert(), "exp_avg_sq_absmaxes"_a.noconvert(),
           "hparams_index"_a, "hparams"_a, "check_finite"_a = false,
-          "One step over 8-bit block-quantized state (docs/low-precision.md): params and grads "
+          "One step over 8-bit block-quantized state (docs/int8-state.md): params and grads "
           "C-contiguous float32/float16/bfloat16; exp_avgs int8 and exp_avg_sqs uint8 codes of "
           "numel(param) elements; the absmaxes float32, one per block of 256. Validates "
           "everything, then updates params, codes and absmaxes in place.");

@@ -1,4 +1,4 @@
-"""8-bit block-quantized Adam state (``state_dtype="int8_blockwise"``, docs/low-precision.md).
+"""8-bit block-quantized Adam state (``state_dtype="int8_blockwise"``, docs/int8-state.md).
 
 m and v are kept as one 8-bit code per element and one float32 absmax per block of 256
 consecutive elements of the flattened parameter::

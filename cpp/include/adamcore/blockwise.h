@@ -1,4 +1,4 @@
-// blockwise.h: 8-bit block-quantized Adam state (docs/low-precision.md), host and device.
+// blockwise.h: 8-bit block-quantized Adam state (docs/int8-state.md), host and device.
 //
 // m and v of a tensor are cut into blocks of kQuantBlock consecutive elements of the flattened
 // param; each block keeps one float32 absmax per state and one 8-bit code per element:
