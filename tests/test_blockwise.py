@@ -427,3 +427,70 @@ def test_c_abi_refuses_amsgrad_and_null_with_nothing_written():
     assert rc == K["ERROR_INVALID_VALUE"]
     assert b"exp_avg_absmax 0 is NULL" in lib.adamcore_last_error()
     assert (p == 1).all() and not s["exp_avg"].any()
+
+
+# ---- the CUDA kernel over the host emulation ----------------------------------------------------
+
+_COMBOS = {("float32", "float32"): 0, ("float16", "float16"): 2, ("float16", "float32"): 3,
+           ("bfloat16", "bfloat16"): 4, ("bfloat16", "float32"): 5}  # combos.h
+
+
+@pytest.fixture(scope="module")
+def emulated_cuda(tmp_path_factory):
+    """cuda/blockwise.cu compiled as C++ over cuda/host_emulation.h with its driver (under
+    AddressSanitizer where the compiler has it: an emulated memcheck)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("needs a C++ compiler")
+    tmp = tmp_path_factory.mktemp("blockwise_emulated")
+    exe = tmp / "blockwise_emulated"
+    flags = ["-std=c++17", "-O1", "-g", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
+             "-DADAMCORE_CUDA_EMULATION", f"-I{root / 'cpp' / 'include'}",
+             f"-I{root / 'cpp' / 'src'}", f"-I{root / 'cuda'}"]
+    probe = subprocess.run([cxx, "-fsanitize=address", "-x", "c++", "-", "-o", tmp / "probe"],
+                           input="int main() { return 0; }\n", capture_output=True, text=True)
+    if probe.returncode == 0:
+        flags.append("-fsanitize=address")
+    subprocess.run([cxx, *flags, "-x", "c++", root / "cuda" / "blockwise.cu", "-x", "none",
+                    root / "tests" / "blockwise_cuda_emulated.cpp", "-o", exe], check=True)
+    return exe, tmp
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_emulated_cuda_kernel_matches_the_reference(emulated_cuda, n, rng):
+    import os
+    import subprocess
+    exe, tmp = emulated_cuda
+    for pdt, gdt in _dtypes():
+        p = (rng.standard_normal(n) * 3).astype(pdt)
+        state = bw.zeros_state(n)
+        steps = 3
+        grads = [(rng.standard_normal(n) * 10.0 ** rng.integers(-5, 2, n)).astype(gdt)
+                 for _ in range(steps)]
+        hps = [StepHParams(1e-2, 0.9, 0.999, 1e-8, 0.05, 1e-2, t, DECOUPLED_WEIGHT_DECAY * (t != 2))
+               for t in range(1, steps + 1)]
+        combo = _COMBOS[(np.dtype(pdt).name, np.dtype(gdt).name)]
+        blob = (np.array([n], np.int64).tobytes() + np.array([combo, steps], np.int32).tobytes()
+                + np.array([list(map(float, hp)) for hp in hps], np.float64).tobytes()
+                + p.tobytes() + b"".join(g.tobytes() for g in grads)
+                + b"".join(state[k].tobytes() for k in bw.STATE_KEYS))
+        (tmp / "in.bin").write_bytes(blob)
+        run = subprocess.run([exe, tmp / "in.bin", tmp / "out.bin"], capture_output=True,
+                             text=True, env=dict(os.environ, ASAN_OPTIONS="detect_leaks=0"))
+        assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout + run.stderr
+        out = (tmp / "out.bin").read_bytes()
+        ref_p, ref = p, state
+        for g, hp in zip(grads, hps):
+            o = bw.adam_update_blockwise(ref_p, g, *ref.values(), hp)
+            ref_p, ref = o[0], dict(zip(bw.STATE_KEYS, o[1:]))
+        nb, k = bw.blocks(n), p.itemsize * n
+        got_p = np.frombuffer(out[:k], dtype=p.dtype)
+        np.testing.assert_array_equal(_bits(got_p), _bits(ref_p))
+        offsets = [k, k + n, k + 2 * n, k + 2 * n + 4 * nb, k + 2 * n + 8 * nb]
+        for key, lo, hi in zip(bw.STATE_KEYS, offsets, offsets[1:]):
+            got = np.frombuffer(out[lo:hi], dtype=bw.STATE_KEYS[key])
+            np.testing.assert_array_equal(_bits(got), _bits(ref[key]), err_msg=key)
