@@ -51,7 +51,7 @@ template <bool L2, class P, class G>
 __global__ void __launch_bounds__(kBlockwiseThreads)
     blockwise_kernel(const BlockwiseArgs<P, G> a, const Coeffs<float> c) {
     __shared__ float m_new[kQuantBlock];
-    __shared__ float v_new[kQuantBlock];
+    __shared__ float v_root[kQuantBlock];
     __shared__ unsigned m_max, v_max;
     const int64_t block = a.first_block + blockIdx.x;
     const int64_t start = block * kQuantBlock;
@@ -69,7 +69,7 @@ __global__ void __launch_bounds__(kBlockwiseThreads)
         adam_update<L2, false>(p, widen(a.grad[k]), m, v, unused, c);
         a.param[k] = narrow(p, P{});
         m_new[i] = m;
-        v_new[i] = v;
+        v_root[i] = sqrt_rn(v);
         const unsigned bm = magnitude_bits(m), bv = magnitude_bits(v);
         my_m = bm > my_m ? bm : my_m;
         my_v = bv > my_v ? bv : my_v;
@@ -78,10 +78,10 @@ __global__ void __launch_bounds__(kBlockwiseThreads)
     atomicMax(&v_max, my_v);
     __syncthreads();  // every thread has read the old absmax and added its maxima
     const float new_m = bits_float(m_max), new_v = bits_float(v_max);
-    const float fm = quant_factor(new_m), fv = quant_factor(new_v);
+    const float fm = quant_factor(new_m), fv = quant_root_factor(new_v);
     for (int i = threadIdx.x; i < len; i += blockDim.x) {
         a.m_codes[start + i] = quantize_m(m_new[i], fm);
-        a.v_codes[start + i] = quantize_v(v_new[i], fv);
+        a.v_codes[start + i] = quantize_v(v_root[i], fv);
     }
     if (threadIdx.x == 0) {
         a.m_absmax[block] = new_m;

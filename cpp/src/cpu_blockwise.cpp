@@ -31,6 +31,7 @@ void step_block(P* __restrict p, const G* __restrict g, int8_t* __restrict mc,
                 const Coeffs<float>& c) {
     alignas(64) float m_new[kQuantBlock];
     alignas(64) float v_new[kQuantBlock];
+    alignas(64) float v_root[kQuantBlock];
     const float ms = m_scale(*m_absmax), vs = v_scale(*v_absmax);
     for (int64_t i = 0; i < len; ++i) {
         float pi = widen(p[i]);
@@ -41,6 +42,7 @@ void step_block(P* __restrict p, const G* __restrict g, int8_t* __restrict mc,
         p[i] = narrow(pi, P{});
         m_new[i] = mi;
         v_new[i] = vi;
+        v_root[i] = sqrt_rn(vi);  // the same sqrt as the update's denominator: computed once
     }
     uint32_t m_max = 0, v_max = 0;
     for (int64_t i = 0; i < len; ++i) {
@@ -51,10 +53,10 @@ void step_block(P* __restrict p, const G* __restrict g, int8_t* __restrict mc,
     const float new_m_absmax = bits_float(m_max), new_v_absmax = bits_float(v_max);
     *m_absmax = new_m_absmax;
     *v_absmax = new_v_absmax;
-    const float fm = quant_factor(new_m_absmax), fv = quant_factor(new_v_absmax);
+    const float fm = quant_factor(new_m_absmax), fv = quant_root_factor(new_v_absmax);
     for (int64_t i = 0; i < len; ++i) {
         mc[i] = quantize_m(m_new[i], fm);
-        vc[i] = quantize_v(v_new[i], fv);
+        vc[i] = quantize_v(v_root[i], fv);
     }
 }
 

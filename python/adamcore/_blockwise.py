@@ -99,9 +99,11 @@ def quantize_v(v):
     x = _padded(v, n)
     absmax = _absmax(x)
     with np.errstate(invalid="ignore", divide="ignore"):
-        s = x * _factor(absmax)[:, None]
-        s = np.where(s < 0, np.float32(0.0), s).astype(np.float32)
-        r = np.sqrt(np.sqrt(s)) * V_CODE_MAX
+        # from sqrt(v), which the kernels share with the update's denominator, against
+        # 1 / sqrt(absmax) (blockwise.h's quant_root_factor)
+        root_factor = np.where(absmax > 0, np.float32(1.0) / np.sqrt(absmax),
+                               np.float32(1.0)).astype(np.float32)
+        r = np.sqrt(np.sqrt(x) * root_factor[:, None]) * V_CODE_MAX
     code = _round(r, V_CODE_MAX).astype(np.int32).astype(np.uint8)
     return code.reshape(-1)[:n].copy(), absmax
 

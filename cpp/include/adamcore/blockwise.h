@@ -7,7 +7,7 @@
 //   v = absmax_v * (c / 255)^4                  c: uint8 in [0, 255]
 //
 // Codes are found by rounding in the root domain (sqrt of |m| / absmax_m, fourth root of
-// v / absmax_v) to the nearest integer, ties to even. Every operation is a single IEEE float32
+// v / absmax_v, each as the exact float32 operations below) to the nearest integer, ties to even. Every operation is a single IEEE float32
 // operation (division, sqrt, product, the add-and-subtract rounding trick), so the CPU levels,
 // CUDA and the NumPy reference (python/adamcore/_blockwise.py) give the same codes bit for bit.
 #pragma once
@@ -70,9 +70,14 @@ ADAMCORE_HD int8_t quantize_m(float m, float factor) {
     return static_cast<int8_t>(m < 0.0f ? -code : code);
 }
 
-ADAMCORE_HD uint8_t quantize_v(float v, float factor) {
-    const float s = v * factor;
-    const float r = sqrt_rn(sqrt_rn(s < 0.0f ? 0.0f : s)) * kVCodeMax;
+// v is quantized from its square root, which the update has just computed for its denominator
+// (the compiler shares the one sqrt), against 1 / sqrt(absmax): one sqrt per element, not two.
+ADAMCORE_HD float quant_root_factor(float absmax) {
+    return absmax > 0.0f ? 1.0f / sqrt_rn(absmax) : 1.0f;
+}
+
+ADAMCORE_HD uint8_t quantize_v(float sqrt_v, float root_factor) {
+    const float r = sqrt_rn(sqrt_v * root_factor) * kVCodeMax;
     return static_cast<uint8_t>(static_cast<int>(round_code(r, kVCodeMax)));
 }
 
