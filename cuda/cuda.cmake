@@ -64,6 +64,7 @@ if(ADAMCORE_WITH_CUDA)
   set(_cuda_dir ${CMAKE_CURRENT_LIST_DIR})
   add_library(adamcore_cuda_objects OBJECT
     ${_cuda_dir}/kernels.cu
+    ${_cuda_dir}/blockwise.cu
     ${_cuda_dir}/device.cpp
     ${_cuda_dir}/memory.cpp
     ${_cuda_dir}/table.cpp

@@ -360,8 +360,10 @@ def test_refused_at_construction():
     with pytest.raises(ValueError, match="exclude each other"):
         adamcore.Adam([torch.zeros(3, dtype=torch.bfloat16)], kahan_summation=True,
                       stochastic_rounding=True)
-    with pytest.raises(ValueError, match="int8_blockwise.*not built"):
-        adamcore.Adam([p16], state_dtype="int8_blockwise")
+    with pytest.raises(ValueError, match="int8_blockwise' does not combine with kahan"):
+        adamcore.Adam([p16], state_dtype="int8_blockwise", kahan_summation=True)
+    with pytest.raises(ValueError, match="int8_blockwise' does not support amsgrad"):
+        adamcore.torch.Adam([p16], state_dtype="int8_blockwise", amsgrad=True)
     with pytest.raises(ValueError, match="state_dtype must be"):
         adamcore.Adam([p16], state_dtype="int4")
     with pytest.raises(TypeError, match="cannot keep its state in float16"):

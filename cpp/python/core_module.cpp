@@ -18,6 +18,7 @@
 #include "adamcore/adamcore.h"
 #include "adamcore/core.hpp"
 #include "binding_common.hpp"
+#include "blockwise_binding.hpp"
 #include "../src/cpu_step_testing.h"
 #include "../src/cpu_norm.h"
 
@@ -159,6 +160,8 @@ NB_MODULE(_core, m) {
           "State arrays may be float32 (float64 params: float64), the param's dtype or bfloat16. "
           "compensations (Kahan summation's buffers, the params' dtypes; None for tensors "
           "without) and seeds (stochastic rounding's per-tensor seeds) may be empty.");
+
+    binding::register_blockwise(m);
 
     m.def("first_nonfinite", &first_nonfinite, "arrays"_a.noconvert(),
           "Index of the first array holding inf or NaN, or -1 when all are finite.");

@@ -27,6 +27,8 @@ STOCHASTIC_ROUNDING: int
 version: int
 """The C ABI version, 10000 * major + 100 * minor + patch."""
 openmp: bool
+QUANT_BLOCK: int
+"""Elements per block of the 8-bit blockwise state (docs/int8-state.md): 256."""
 
 class CpuPlan:
     """The params and state of a step, imported once; step() takes the grads."""
@@ -51,6 +53,14 @@ def adam_step(params: Sequence[_DLPackArray], grads: Sequence[_DLPackArray],
     be float32 (float64 params: float64), the param's dtype or bfloat16; compensations (Kahan
     summation, the params' dtypes, None where unused) and seeds (stochastic rounding) may be
     empty."""
+
+def adam_step_blockwise(params: Sequence[_DLPackArray], grads: Sequence[_DLPackArray],
+                        exp_avgs: Sequence[_DLPackArray], exp_avg_sqs: Sequence[_DLPackArray],
+                        exp_avg_absmaxes: Sequence[_DLPackArray],
+                        exp_avg_sq_absmaxes: Sequence[_DLPackArray], hparams_index: Sequence[int],
+                        hparams: Sequence[_HParams], check_finite: bool = False) -> None:
+    """One step over 8-bit blockwise state: int8 / uint8 codes, float32 absmax per 256 elements;
+    validates everything, then updates params, codes and absmaxes in place."""
 
 def first_nonfinite(arrays: Sequence[_DLPackArray]) -> int:
     """Index of the first array holding inf or NaN, or -1 when all are finite."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from . import _arrays, _hparams, _lowp, _memory, _validation
+from . import _arrays, _blockwise, _hparams, _lowp, _memory, _validation
 from ._dispatch import CPU, REFERENCE, StepTensor, backend_for
 # torch tensors that require grad are written through detach(): the same storage, outside autograd
 from ._dispatch import _outside_autograd as _detached
@@ -38,6 +38,9 @@ class Work(NamedTuple):
     group: dict  # hyperparameters as plain numbers (a schedule may stand for lr)
     step: int  # the 1-based index of this update
     compensation: object = None  # Kahan summation's buffer (the param's dtype), else None
+    # (exp_avg_absmax, exp_avg_sq_absmax) of an int8_blockwise group (_blockwise.py), whose
+    # exp_avg and exp_avg_sq are then the codes; None for float state
+    absmax: tuple | None = None
 
 
 def validate(work: list[Work]) -> None:
@@ -81,6 +84,8 @@ def general_step(work: list[Work]) -> list[tuple | None]:
     ``(param, exp_avg, exp_avg_sq, max_exp_avg_sq)`` of an immutable library (JAX).
     On error nothing has been written.
     """
+    if any(w.absmax is not None for w in work):
+        return _with_blockwise(work)
     validate(work)
     hparams: list[_hparams.StepHParams] = []
     hparams_at: dict[tuple[int, int], int] = {}
@@ -127,6 +132,21 @@ def general_step(work: list[Work]) -> list[tuple | None]:
     finally:
         _memory.release(claimed)
     return results
+
+
+def _with_blockwise(work: list[Work]) -> list[tuple | None]:
+    """A step with int8_blockwise params: the float-state params are validated and every grad
+    checked first, then the quantized ones step in one core call (which validates all of its
+    arrays before writing), then the rest through the general step."""
+    blockwise = [w for w in work if w.absmax is not None]
+    plain = [w for w in work if w.absmax is None]
+    validate(plain)
+    finite = [w for w in work if w.group.get("check_finite")]
+    if finite:
+        check_finite([w.index for w in finite], [_memory.readable(w.grad) for w in finite])
+    _blockwise.step(blockwise)
+    results = iter(general_step(plain) if plain else ())
+    return [None if w.absmax is not None else next(results) for w in work]
 
 
 def _as_reals(t: StepTensor, backend):

@@ -26,39 +26,38 @@ from . import _arrays
 KAHAN_KEY = "kahan_comp"
 LOWP_DEFAULTS = {"state_dtype": None, "kahan_summation": False, "stochastic_rounding": False,
                  "rounding_seed": 0}
-RESERVED_STATE_DTYPES = ("int8_blockwise",)
+#: the 8-bit block-quantized form (_blockwise.py), stepped by its own kernel
+INT8_BLOCKWISE = "int8_blockwise"
 _NAMED = ("float32", "bfloat16", "float16", "float64", "param")
 _MASK64 = (1 << 64) - 1
 
 
 def uses_lowp(group: dict) -> bool:
     """True when a group asks for any low-precision option (then no steady plan takes it)."""
-    return bool(group.get("state_dtype") is not None or group.get("kahan_summation")
-                or group.get("stochastic_rounding"))
+    return bool(group.get("state_dtype") not in (None, INT8_BLOCKWISE)
+                or group.get("kahan_summation") or group.get("stochastic_rounding"))
 
 
 def _state_dtype_option(value):
     """The state_dtype option as a name ("float32", ..., "param") or None."""
-    if value is None or (isinstance(value, str) and value in _NAMED):
+    if value is None or (isinstance(value, str) and value in _NAMED + (INT8_BLOCKWISE,)):
         return value
     if isinstance(value, str):
-        if value in RESERVED_STATE_DTYPES:
-            raise ValueError(f"state_dtype={value!r} is not built into this version of adamcore")
         raise ValueError(f"state_dtype must be None, 'float32', 'bfloat16', 'float16', "
-                         f"'float64' or 'param', got {value!r}")
+                         f"'float64', 'param' or 'int8_blockwise', got {value!r}")
     try:
         name = _arrays.dtype_name(value)
     except Exception:
         name = None
     if name is None or name not in _NAMED:
         raise ValueError(f"state_dtype must be None, 'float32', 'bfloat16', 'float16', "
-                         f"'float64' or 'param', got {value!r}")
+                         f"'float64', 'param' or 'int8_blockwise', got {value!r}")
     return name
 
 
 def check_group(group: dict) -> None:
     """Raises ValueError naming the first low-precision option of a group that is wrong."""
-    _state_dtype_option(group.get("state_dtype"))
+    quantized = _state_dtype_option(group.get("state_dtype")) == INT8_BLOCKWISE
     for key in ("kahan_summation", "stochastic_rounding"):
         value = group.get(key, False)
         if isinstance(value, str) or value not in (True, False):
@@ -67,9 +66,23 @@ def check_group(group: dict) -> None:
         raise ValueError("kahan_summation and stochastic_rounding exclude each other: the "
                          "compensation already keeps what rounding drops, and random rounding "
                          "would only add noise to it")
+    if quantized:
+        check_int8_group(group)
     seed = group.get("rounding_seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
         raise ValueError(f"rounding_seed must be an int from 0 to 2**32 - 1, got {seed!r}")
+
+
+def check_int8_group(group: dict) -> None:
+    """ValueError for what the 8-bit form does not support: amsgrad (a running max would have to
+    survive requantization, which can round it down and break max(v_bar, v) >= v_bar), and the
+    rounding options (its kernel rounds the params to nearest)."""
+    if group.get("amsgrad"):
+        raise ValueError("state_dtype='int8_blockwise' does not support amsgrad; use "
+                         "state_dtype='float32' for amsgrad groups")
+    for key in ("kahan_summation", "stochastic_rounding"):
+        if group.get(key):
+            raise ValueError(f"state_dtype='int8_blockwise' does not combine with {key}")
 
 
 def state_dtype(group: dict, param_dtype: str) -> str:

@@ -6,7 +6,7 @@ import operator
 import threading
 from itertools import chain
 
-from . import _arrays, _engine, _hparams, _lowp, _memory, _scalars, _validation
+from . import _arrays, _blockwise, _engine, _hparams, _lowp, _memory, _scalars, _validation
 from ._dispatch import StepTensor, backend_for
 
 
@@ -183,6 +183,9 @@ class Adam:
         i = 0
         for group in self.param_groups:
             amsgrad = group["amsgrad"]
+            quantized = _blockwise.is_quantized(group)
+            if quantized:
+                _blockwise.check_group(group)
             for p in group["params"]:
                 g = grads[i]
                 if g is None:
@@ -190,6 +193,19 @@ class Adam:
                 _validation.check_writeable(i, p)
                 _validation.check_grad(i, p, g)  # before state is made for it
                 state = self.state.get(i)
+                if quantized or (state is not None and "exp_avg_absmax" in state):
+                    # 8-bit blockwise state (_blockwise.py); converted when the group changed form
+                    if quantized and (state is None or "exp_avg_absmax" not in state):
+                        state = fresh[i] = _blockwise.new_state(i, p, state)
+                    elif not quantized:
+                        state = fresh[i] = _blockwise.dequantized_state(p, state)
+                    if quantized:
+                        work.append(_engine.Work(
+                            i, p, g, state["exp_avg"], state["exp_avg_sq"], None, group,
+                            state["step"] + 1,
+                            absmax=(state["exp_avg_absmax"], state["exp_avg_sq_absmax"])))
+                        i += 1
+                        continue
                 lowp = _lowp.uses_lowp(group)
                 if lowp and _lowp.needs_state(state, group):
                     _lowp.check_param(i, p, group)
@@ -366,6 +382,8 @@ def _busy(opt, what: str) -> RuntimeError:
 
 
 def _load_param_state(i: int, p, saved: dict, group: dict) -> dict:
+    if _blockwise.is_quantized(group) or (isinstance(saved, dict) and "exp_avg_absmax" in saved):
+        return _blockwise.load_param_state(i, p, saved, group)
     param_dtype = _arrays.dtype_name(p.dtype)
     want = _lowp.state_dtype(group, param_dtype)
     keys = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
@@ -439,6 +457,8 @@ class _SteadyState:
                 return None  # low-precision modes take the general step
             steps = set()
             amsgrad = group["amsgrad"]
+            if _blockwise.is_quantized(group):
+                return None  # int8_blockwise groups step through the general step
             for p in group["params"]:
                 state = opt.state.get(i)
                 if state is None or _arrays.dtype_name(p.dtype) in _arrays.COMPLEX_DTYPES:

@@ -24,7 +24,7 @@ import torch
 from torch.optim import Optimizer
 from torch.utils.dlpack import to_dlpack
 
-from . import _core, _engine, _hparams, _lowp, _validation
+from . import _blockwise, _core, _engine, _hparams, _lowp, _validation
 from ._dispatch import CPU, StepTensor, backend_for, bump_versions
 from ._optimizer import _load_param_state
 
@@ -189,6 +189,16 @@ class Adam(Optimizer):
                 _validation.check_param(i, _local(p))
                 _validation.check_grad(i, _local(p), _local(g))  # before state is made for it
                 state = self.state.get(p)
+                plain = plain or _plain(group)
+                if _blockwise.is_quantized(group) or (state and "exp_avg_absmax" in state):
+                    state = _quantized_state(self, fresh, i, p, state, group)
+                    if "exp_avg_absmax" in state:
+                        work.append(_engine.Work(
+                            i, p, g, state["exp_avg"], state["exp_avg_sq"], None, plain,
+                            int(state["step"]) + 1,
+                            absmax=(state["exp_avg_absmax"], state["exp_avg_sq_absmax"])))
+                        stepped.append(state)
+                        continue
                 lowp = _lowp.uses_lowp(group)
                 if lowp and _lowp.needs_state(state or None, group):
                     _lowp.check_param(i, _local(p), group)
@@ -199,7 +209,6 @@ class Adam(Optimizer):
                     state = fresh[p] = _new_state(p, amsgrad)
                 elif amsgrad and "max_exp_avg_sq" not in state:
                     state = fresh[p] = {**state, "max_exp_avg_sq": _zeros(p)}
-                plain = plain or _plain(group)
                 work.append(_engine.Work(i, _local(p), _local(g), _local(state.get("exp_avg")),
                                          _local(state.get("exp_avg_sq")),
                                          _local(state.get("max_exp_avg_sq")) if amsgrad else None,
@@ -247,7 +256,7 @@ class Adam(Optimizer):
             state = _load_param_state(i, p, saved, group)  # validated copies, on p's device
             state["step"] = torch.tensor(float(state["step"]), dtype=torch.float32)
             converted[saved_id] = state
-            if p.dtype in _HALF or _lowp.uses_lowp(group):
+            if p.dtype in _HALF or _lowp.uses_lowp(group) or "exp_avg_absmax" in state:
                 widened.append((p, {k: v for k, v in state.items() if k != "step"}))
         super().load_state_dict({**state_dict, "state": converted})
         for p, state in widened:  # torch casts state to the param's dtype: keep the core's float32
@@ -371,6 +380,26 @@ def _zeros(p: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(p, dtype=dtype, memory_format=torch.preserve_format)
 
 
+def _quantized_state(opt, fresh: dict, i: int, p: torch.Tensor, state, group: dict) -> dict:
+    """The state of a param whose group is int8_blockwise, or whose state is (_blockwise.py):
+    made, or converted when the group changed form, into ``fresh``."""
+    quantized = _blockwise.is_quantized(group)
+    if quantized:
+        _blockwise.check_group(group)
+    has_codes = bool(state) and "exp_avg_absmax" in state
+    if quantized == has_codes:
+        return state
+    if quantized:
+        old = {**state, "step": int(state["step"])} if state else None
+        new = _blockwise.new_state(i, p, old)
+    else:
+        new = _blockwise.dequantized_state(p, state)
+    step = float(state["step"]) if state else 0.0
+    new["step"] = torch.tensor(step, dtype=torch.float32)
+    fresh[p] = new
+    return new
+
+
 def _new_state(p: torch.Tensor, amsgrad: bool) -> dict:
     state = {"step": torch.tensor(0.0, dtype=torch.float32), "exp_avg": _zeros(p),
              "exp_avg_sq": _zeros(p)}
@@ -420,6 +449,8 @@ class _Plan:
                 return None  # low-precision modes take the general step
             amsgrad = group["amsgrad"]
             steps = set()
+            if _blockwise.is_quantized(group):
+                return None  # int8_blockwise groups step through the general step
             for p in group["params"]:
                 if p.grad is None:
                     continue

@@ -122,6 +122,22 @@ ADAMCORE_API int adamcore_adam_step_f64(double *param, const double *grad, doubl
                                         double *exp_avg_sq, double *max_exp_avg_sq, int64_t n,
                                         const adamcore_hparams *hp);
 
+/* ---- 8-bit blockwise state (docs/int8-state.md) ---------------------------------------------- */
+
+/* Elements per quantization block: each block of a state keeps one float32 absmax. */
+#define ADAMCORE_QUANT_BLOCK 256
+
+/* One step on n contiguous float32 elements whose m and v are 8-bit codes (exp_avg: n int8,
+ * exp_avg_sq: n uint8) with one float32 absmax per block of ADAMCORE_QUANT_BLOCK elements
+ * (exp_avg_absmax, exp_avg_sq_absmax: (n + 255) / 256 each), all updated in place. ADAMCORE_AMSGRAD
+ * is refused. Pointers may be NULL when n == 0. Returns 0, or a negative code with nothing
+ * written. */
+ADAMCORE_API int adamcore_adam_step_blockwise_f32(float *param, const float *grad,
+                                                  int8_t *exp_avg, uint8_t *exp_avg_sq,
+                                                  float *exp_avg_absmax,
+                                                  float *exp_avg_sq_absmax, int64_t n,
+                                                  const adamcore_hparams *hp);
+
 /* One step on count float32 tensors at once (one parallel region over all their elements; the
  * fast way to step a model's many small tensors). Tensor i is params[i], grads[i], exp_avgs[i],
  * exp_avg_sqs[i] (and max_exp_avg_sqs[i] with ADAMCORE_AMSGRAD; that table may be NULL

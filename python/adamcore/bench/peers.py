@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from .cases import Case, step_bytes
+from .cases import ITEMSIZE, Case, step_bytes
 
 LR, BETA1, BETA2, EPS = 1e-3, 0.9, 0.999, 1e-8
 
@@ -206,6 +206,29 @@ class AdamcoreClass(Peer):
                             **work.case.options)
         grads = work.grads
         return Impl(lambda: opt.step(grads), _case_bytes(work.case))
+
+
+class AdamcoreInt8(Peer):
+    """adamcore.Adam with 8-bit block-quantized state (docs/int8-state.md): p and g as the case
+    has them, m and v as 1-byte codes plus one float32 absmax per 256 elements and state."""
+
+    name, kind = "adamcore int8 state", ADAMCORE
+
+    def setup(self, work):
+        import adamcore
+
+        opt = adamcore.Adam([{"params": work.params, "state_dtype": "int8_blockwise"}], lr=LR,
+                            betas=(BETA1, BETA2), eps=EPS)
+        grads, case = work.grads, work.case
+        return Impl(lambda: opt.step(grads), lambda: int8_step_bytes(case))
+
+
+def int8_step_bytes(case: Case) -> int:
+    """p and g as in step_bytes; each state's code (1 byte) and its block's absmax (4 bytes per
+    256 elements) read and written."""
+    p, g = ITEMSIZE[case.dtype], ITEMSIZE[case.grad_dtype]
+    blocks = sum((n + 255) // 256 for n in case.sizes)
+    return (2 * p + g + 2 * 2) * case.elements + 2 * 2 * 4 * blocks
 
 
 class AdamcoreRaw(Peer):
@@ -442,7 +465,8 @@ class CupyKernel(Peer):
         return Impl(step, _case_bytes(work.case))
 
 
-CPU_PEERS = [CpuProbe(), CpuCopy(), AdamcoreClass(), AdamcoreRaw(), NumpyNaive(), NumpyOut(),
+CPU_PEERS = [CpuProbe(), CpuCopy(), AdamcoreClass(), AdamcoreRaw(), AdamcoreInt8(), NumpyNaive(),
+             NumpyOut(),
              TorchFused(), TorchForeach(), DeepSpeedCpuAdam(), TorchOptimi()]
 CUDA_PEERS = [CudaProbe(), CudaCopy(), AdamcoreClass(), TorchFused(), TorchForeach(), CupyKernel()]
 

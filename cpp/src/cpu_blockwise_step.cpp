@@ -1,0 +1,243 @@
+// cpu_blockwise_step.cpp: validation and the threaded CPU step over 8-bit block-quantized state
+// (cpu_blockwise.h). Level-independent: the kernels come from the active level's table.
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "adamcore/blockwise.h"
+#include "adamcore/combos.h"
+#include "adamcore/core.hpp"
+#include "adamcore/update.h"
+#include "cpu_blockwise.h"
+#include "cpu_kernels.h"
+#include "cpu_parallel.h"
+
+namespace adamcore {
+namespace {
+
+[[noreturn]] void fail(ErrorKind kind, const std::string& message) { throw Error(kind, message); }
+
+std::string nth(const char* name, size_t i) { return std::string(name) + " " + std::to_string(i); }
+
+const char* state_type_name(StateType t) {
+    switch (t) {
+        case StateType::int8: return "int8";
+        case StateType::uint8: return "uint8";
+        case StateType::float32: return "float32";
+        default: return "another dtype";
+    }
+}
+
+int64_t checked_numel(const ArrayRef& a, const char* name, size_t i) {
+    if (a.ndim < 0 || a.ndim > 64)
+        fail(ErrorKind::invalid_value, nth(name, i) + " has " + std::to_string(a.ndim) +
+                                           " dimensions; adamcore takes 0 to 64");
+    int64_t n = 1;
+    for (int32_t d = 0; d < a.ndim; ++d) {
+        if (a.shape[d] < 0) fail(ErrorKind::invalid_value, nth(name, i) + " has a negative extent");
+        if (a.shape[d] != 0 && n > std::numeric_limits<int64_t>::max() / a.shape[d])
+            fail(ErrorKind::invalid_value, nth(name, i) + " has more elements than int64 can count");
+        n *= a.shape[d];
+    }
+    return n;
+}
+
+void check_state(const StateArray& s, StateType want, int64_t numel, const char* name, size_t i,
+                 const char* what) {
+    if (s.type != want)
+        fail(ErrorKind::invalid_dtype,
+             nth(name, i) + " has dtype " + (s.type_name && *s.type_name ? s.type_name : state_type_name(s.type)) +
+                 "; int8_blockwise state keeps " + what + " as " + state_type_name(want));
+    if (s.numel != numel)
+        fail(ErrorKind::invalid_value, nth(name, i) + " has " + std::to_string(s.numel) +
+                                           " elements but needs " + std::to_string(numel) + " (" +
+                                           what + ")");
+    if (!s.contiguous)
+        fail(ErrorKind::invalid_value, nth(name, i) + " is not C-contiguous; int8_blockwise "
+                                                      "state must be");
+    if (numel > 0 && !s.data) fail(ErrorKind::invalid_value, nth(name, i) + " is NULL");
+}
+
+bool half_dtype(DType d) { return d == DType::float16 || d == DType::bfloat16; }
+
+void validate_tensor(const BlockwiseTensorRef& t, size_t i, const adamcore_hparams* hparams,
+                     size_t hparams_count) {
+    if (t.hparams_index >= hparams_count)
+        fail(ErrorKind::invalid_value, nth("tensor", i) + " refers to hyperparameter set " +
+                                           std::to_string(t.hparams_index) + " of " +
+                                           std::to_string(hparams_count));
+    if (hparams[t.hparams_index].flags & ADAMCORE_AMSGRAD)
+        fail(ErrorKind::invalid_value,
+             nth("tensor", i) + " has amsgrad on; int8_blockwise state does not support amsgrad "
+                                "(use state_dtype float32 for it)");
+    const int64_t n = checked_numel(t.param, "param", i);
+    const int64_t ng = checked_numel(t.grad, "grad", i);
+    if (t.param.dtype == DType::float64)
+        fail(ErrorKind::invalid_dtype, nth("param", i) + " has dtype float64; int8_blockwise "
+                                                         "state takes float32, float16 or bfloat16 params");
+    const bool grad_ok = t.grad.dtype == t.param.dtype ||
+                         (t.grad.dtype == DType::float32 && half_dtype(t.param.dtype));
+    if (!grad_ok)
+        fail(ErrorKind::invalid_dtype, nth("grad", i) + " has dtype " + dtype_name(t.grad.dtype) +
+                                           " but " + nth("param", i) + " has dtype " +
+                                           dtype_name(t.param.dtype) + "; its grad must be " +
+                                           dtype_name(t.param.dtype) +
+                                           (half_dtype(t.param.dtype) ? " or float32" : ""));
+    if (ng != n || t.grad.ndim != t.param.ndim ||
+        !std::equal(t.param.shape, t.param.shape + t.param.ndim, t.grad.shape))
+        fail(ErrorKind::invalid_value, nth("grad", i) + " has another shape than " + nth("param", i));
+    if (!c_contiguous(t.param.ndim, t.param.shape, t.param.strides))
+        fail(ErrorKind::invalid_value, nth("param", i) + " is not C-contiguous; int8_blockwise "
+                                                         "state takes contiguous params");
+    if (!c_contiguous(t.grad.ndim, t.grad.shape, t.grad.strides))
+        fail(ErrorKind::invalid_value, nth("grad", i) + " is not C-contiguous; int8_blockwise "
+                                                        "state takes contiguous grads");
+    if (n > 0 && (!t.param.data || !t.grad.data))
+        fail(ErrorKind::invalid_value, nth(t.param.data ? "grad" : "param", i) + " is NULL");
+    const int64_t blocks = quant_blocks(n);
+    check_state(t.exp_avg, StateType::int8, n, "exp_avg", i, "the codes of m");
+    check_state(t.exp_avg_sq, StateType::uint8, n, "exp_avg_sq", i, "the codes of v");
+    check_state(t.exp_avg_absmax, StateType::float32, blocks, "exp_avg_absmax", i,
+                "one absmax per block of 256");
+    check_state(t.exp_avg_sq_absmax, StateType::float32, blocks, "exp_avg_sq_absmax", i,
+                "one absmax per block of 256");
+}
+
+// The arrays the step writes must not share memory, within a tensor or across tensors.
+void check_disjoint(const BlockwiseTensorRef* tensors, size_t count) {
+    struct Span {
+        const char* begin;
+        const char* end;
+        size_t tensor;
+        const char* name;
+    };
+    std::vector<Span> spans;
+    spans.reserve(count * 5);
+    for (size_t i = 0; i < count; ++i) {
+        const BlockwiseTensorRef& t = tensors[i];
+        const int64_t n = numel(t.param);
+        if (n == 0) continue;
+        const auto add = [&](const void* data, int64_t bytes, const char* name) {
+            const char* base = static_cast<const char*>(data);
+            spans.push_back({base, base + bytes, i, name});
+        };
+        add(t.param.data, n * static_cast<int64_t>(dtype_size(t.param.dtype)), "param");
+        add(t.exp_avg.data, n, "exp_avg");
+        add(t.exp_avg_sq.data, n, "exp_avg_sq");
+        add(t.exp_avg_absmax.data, quant_blocks(n) * 4, "exp_avg_absmax");
+        add(t.exp_avg_sq_absmax.data, quant_blocks(n) * 4, "exp_avg_sq_absmax");
+    }
+    std::sort(spans.begin(), spans.end(),
+              [](const Span& x, const Span& y) { return x.begin < y.begin; });
+    size_t reach = 0;  // the span reaching furthest so far: the one a later start can fall in
+    for (size_t k = 1; k < spans.size(); ++k) {
+        const Span& prev = spans[reach];
+        const Span& next = spans[k];
+        if (next.begin < prev.end)
+            fail(ErrorKind::invalid_value, nth(prev.name, prev.tensor) + " and " +
+                                               nth(next.name, next.tensor) +
+                                               " share memory; each needs its own");
+        if (next.end > prev.end) reach = k;
+    }
+}
+
+// One tensor's part of the step, in the global block index space.
+struct Planned {
+    int64_t offset;  // first global block
+    int64_t count;   // blocks
+    int combo;
+    bool l2;
+    size_t coeffs;
+    cpu::BlockwiseTensor ptrs;
+};
+
+}  // namespace
+
+bool c_contiguous(int32_t ndim, const int64_t* shape, const int64_t* strides) {
+    if (!strides) return true;
+    int64_t expected = 1;
+    for (int32_t d = ndim - 1; d >= 0; --d) {
+        if (shape[d] == 0) return true;  // an empty array is contiguous in any layout
+        if (shape[d] != 1 && strides[d] != expected) return false;
+        expected *= shape[d];
+    }
+    return true;
+}
+
+void validate_blockwise_step(const BlockwiseTensorRef* tensors, size_t count,
+                             const adamcore_hparams* hparams, size_t hparams_count) {
+    if (count > 0 && !tensors) fail(ErrorKind::invalid_value, "tensors is NULL");
+    if (hparams_count > 0 && !hparams) fail(ErrorKind::invalid_value, "hparams is NULL");
+    for (size_t h = 0; h < hparams_count; ++h) validate_hparams(hparams[h]);
+    for (size_t i = 0; i < count; ++i) validate_tensor(tensors[i], i, hparams, hparams_count);
+    check_disjoint(tensors, count);
+}
+
+void cpu_adam_step_blockwise(const BlockwiseTensorRef* tensors, size_t count,
+                             const adamcore_hparams* hparams, size_t hparams_count,
+                             bool check_finite) {
+    validate_blockwise_step(tensors, count, hparams, hparams_count);
+    std::vector<Coeffs<float>> coeffs(hparams_count);
+    for (size_t h = 0; h < hparams_count; ++h) coeffs[h] = round_coeffs<float>(make_coeffs(hparams[h]));
+
+    std::vector<Planned> plans;
+    int64_t total = 0;
+    for (size_t i = 0; i < count; ++i) {
+        const BlockwiseTensorRef& t = tensors[i];
+        const int64_t n = numel(t.param);
+        if (n == 0) continue;
+        Planned plan{};
+        plan.offset = total;
+        plan.count = quant_blocks(n);
+        plan.combo = combo_of(t.param.dtype, t.grad.dtype);
+        plan.l2 = uses_l2(hparams[t.hparams_index]);
+        plan.coeffs = t.hparams_index;
+        plan.ptrs = {t.param.data,
+                     t.grad.data,
+                     static_cast<int8_t*>(t.exp_avg.data),
+                     static_cast<uint8_t*>(t.exp_avg_sq.data),
+                     static_cast<float*>(t.exp_avg_absmax.data),
+                     static_cast<float*>(t.exp_avg_sq_absmax.data),
+                     n};
+        plans.push_back(plan);
+        total += plan.count;
+    }
+    if (total == 0) return;
+    if (check_finite) {
+        std::vector<ArrayRef> grads(count);
+        for (size_t i = 0; i < count; ++i) grads[i] = tensors[i].grad;
+        const int64_t bad = cpu_first_nonfinite(grads.data(), count);
+        if (bad >= 0) throw nonfinite_grad_error(bad);
+    }
+
+    // The threads share elements (block b is elements [256 b, 256 b + 256) of the global space);
+    // a block belongs to the piece holding its first element, so each is stepped exactly once.
+    const cpu::BlockwiseTable& table = cpu::active_blockwise();
+    cpu::parallel_ranges(total * kQuantBlock, [&](int64_t begin, int64_t end) {
+        const int64_t first = (begin + kQuantBlock - 1) / kQuantBlock;
+        const int64_t last = (end + kQuantBlock - 1) / kQuantBlock;
+        if (first >= last) return;
+        cpu::for_pieces(plans, first, last, [&](const Planned& plan, int64_t lo, int64_t hi) {
+            table.step[plan.combo][plan.l2](plan.ptrs, lo, hi, coeffs[plan.coeffs]);
+        });
+    });
+}
+
+namespace cpu {
+
+const BlockwiseTable& active_blockwise() {
+    const char* name = active_kernels().name;
+#if defined(ADAMCORE_HAVE_AVX512)
+    if (std::strcmp(name, avx512_blockwise.name) == 0) return avx512_blockwise;
+#endif
+#if defined(ADAMCORE_HAVE_AVX2)
+    if (std::strcmp(name, avx2_blockwise.name) == 0) return avx2_blockwise;
+#endif
+    (void)name;
+    return baseline_blockwise;
+}
+
+}  // namespace cpu
+}  // namespace adamcore
