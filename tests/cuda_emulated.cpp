@@ -580,6 +580,49 @@ void test_c_abi() {
                                             nullptr, sizes, 3, &hp, nullptr) == ADAMCORE_ERROR_INVALID_VALUE,
           "amsgrad without max_exp_avg_sqs is an invalid value");
     check(dev[0][1] == before, "nothing written after a C ABI error");
+
+    // adamcore_cuda_adam_step_tensors against adamcore_adam_step_tensors: bfloat16 params with
+    // Kahan summation, then stochastic rounding, and float16 state
+    const int64_t n = 1031;
+    auto bits = [](float x) { return narrow(x, bfloat16{}); };
+    std::vector<bfloat16> arrays[2][6];  // cpu, cuda x p, g, m, v, vmax, comp
+    for (int k = 0; k < 6; ++k) {
+        for (int64_t i = 0; i < n; ++i)
+            arrays[0][k].push_back(bits(static_cast<float>(k == 3 || k == 4 ? 0.01 * uniform(rng)
+                                                           : k == 5 ? 1e-4 * normal(rng) : normal(rng))));
+        arrays[1][k] = arrays[0][k];
+    }
+    for (uint32_t mode : {ADAMCORE_KAHAN_SUMMATION, ADAMCORE_STOCHASTIC_ROUNDING}) {
+        adamcore_hparams h = adamcore_hparams_default();
+        h.lr = 3e-2;
+        h.step = 2;
+        h.flags = mode | ADAMCORE_AMSGRAD;
+        adamcore_tensor t[2] = {};
+        for (int b = 0; b < 2; ++b) {
+            t[b] = adamcore_tensor{arrays[b][0].data(), arrays[b][1].data(), arrays[b][2].data(),
+                                   arrays[b][3].data(), arrays[b][4].data(),
+                                   mode == ADAMCORE_KAHAN_SUMMATION ? arrays[b][5].data() : nullptr,
+                                   n, 77, ADAMCORE_BFLOAT16, ADAMCORE_BFLOAT16, ADAMCORE_BFLOAT16, 0};
+        }
+        check(adamcore_adam_step_tensors(&t[0], 1, &h) == 0, std::string("adamcore_adam_step_tensors: ") + adamcore_last_error());
+        check(adamcore_cuda_adam_step_tensors(&t[1], 1, &h, nullptr) == 0,
+              std::string("adamcore_cuda_adam_step_tensors: ") + adamcore_last_error());
+    }
+    bool equal = true;
+    for (int k = 0; k < 6; ++k)
+        equal &= std::memcmp(arrays[0][k].data(), arrays[1][k].data(), n * sizeof(bfloat16)) == 0;
+    check(equal, "adamcore_cuda_adam_step_tensors equals adamcore_adam_step_tensors");
+    // Kahan without a compensation: refused, naming it, nothing written
+    adamcore_hparams h = adamcore_hparams_default();
+    h.flags = ADAMCORE_KAHAN_SUMMATION;
+    adamcore_tensor t = {arrays[1][0].data(), arrays[1][1].data(), arrays[1][2].data(), arrays[1][3].data(),
+                         nullptr, nullptr, n, 0, ADAMCORE_BFLOAT16, ADAMCORE_BFLOAT16, ADAMCORE_FLOAT32, 0};
+    const std::vector<bfloat16> p_before = arrays[1][0];
+    t.state_dtype = ADAMCORE_BFLOAT16;
+    check(adamcore_cuda_adam_step_tensors(&t, 1, &h, nullptr) == ADAMCORE_ERROR_INVALID_VALUE &&
+              std::string(adamcore_last_error()).find("compensation") != std::string::npos,
+          std::string("Kahan without a compensation is refused: ") + adamcore_last_error());
+    check(std::memcmp(arrays[1][0].data(), p_before.data(), n * sizeof(bfloat16)) == 0, "nothing written after refusing a missing compensation");
 }
 
 }  // namespace
@@ -603,6 +646,9 @@ int main(int argc, char** argv) {
         check(adamcore_cuda_adam_step_f32(x, x, x, x, nullptr, 4, &hp, nullptr) == ADAMCORE_ERROR_UNAVAILABLE &&
                   std::string(adamcore_last_error()).find("no CUDA device") != std::string::npos,
               "the C ABI says no device");
+        adamcore_tensor t = {x, x, x, x, nullptr, nullptr, 4, 0, ADAMCORE_FLOAT32, ADAMCORE_FLOAT32, ADAMCORE_FLOAT32, 0};
+        check(adamcore_cuda_adam_step_tensors(&t, 1, &hp, nullptr) == ADAMCORE_ERROR_UNAVAILABLE,
+              "adamcore_cuda_adam_step_tensors says no device");
     } else {
         if (mode == "nopools") adamcore_emulation::memory_pools = 0;
         check(cuda::device_count() == 1 && cuda::unavailable_reason().empty(), "one emulated device");
