@@ -1,9 +1,9 @@
-// kernels.cu: every kernel of the CUDA backend, instantiated for its (param, grad, state) combos and rounding modes, behind the
-// plain launch functions of launch.h. The only file nvcc compiles, so a change elsewhere in the
-// backend rebuilds with the C++ compiler alone.
-#include "adam_kernels.cuh"
+// kernels.cu: every kernel of the CUDA backend, instantiated for its (param, grad, state) combos
+// and rounding modes, behind the plain launch functions of launch.h. The only file nvcc compiles,
+// so a change elsewhere in the backend rebuilds with the C++ compiler alone.
 #include <type_traits>
 
+#include "adam_kernels.cuh"
 #include "adamcore/combos.h"
 #include "adamcore/lowp.h"
 #include "launch.h"
