@@ -109,6 +109,10 @@ int main() {
     std::printf("%d\n", rc);
     rc = adamcore_cuda_adam_step_multi_f32(ptrs, cptrs, ptrs, ptrs, nullptr, n, 1, &hp, nullptr);
     std::printf("%d\n", rc);
+    adamcore_tensor t = {x, x, x, x, nullptr, nullptr, 4, 0, ADAMCORE_FLOAT32, ADAMCORE_FLOAT32,
+                         ADAMCORE_FLOAT32, 0};
+    rc = adamcore_cuda_adam_step_tensors(&t, 1, &hp, nullptr);
+    std::printf("%d\n", rc);
     return 0;
 }
 """
@@ -128,7 +132,7 @@ def test_c_abi_entry_points_without_the_cuda_backend(tmp_path):
     lines = subprocess.run([exe], check=True, capture_output=True, text=True).stdout.splitlines()
     unavailable = "-5"  # ADAMCORE_ERROR_UNAVAILABLE
     assert lines[0].startswith(unavailable + " ") and "without the CUDA backend" in lines[0]
-    assert lines[1:] == [unavailable, unavailable]
+    assert lines[1:] == [unavailable, unavailable, unavailable]
 
 
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")

@@ -126,6 +126,7 @@ int adamcore_cuda_adam_step_tensors(const adamcore_tensor* tensors, size_t count
                                     const adamcore_hparams* hp, void* stream) {
     const int rc = adamcore::capi::guarded(adamcore::require_cuda);
     if (rc != ADAMCORE_OK) return rc;
+#if defined(ADAMCORE_WITH_CUDA)  // (c_tensor_refs lives in c_api.cpp, linked with the backend)
     return adamcore::capi::guarded([&] {
         if (!hp) adamcore::capi::invalid("hp is NULL");
         std::vector<int64_t> lengths;
@@ -133,6 +134,13 @@ int adamcore_cuda_adam_step_tensors(const adamcore_tensor* tensors, size_t count
             adamcore::capi::c_tensor_refs(tensors, count, lengths);
         adamcore::CudaRun{stream, adamcore::Naming::tensors}(refs.data(), refs.size(), hp);
     });
+#else
+    (void)tensors;
+    (void)count;
+    (void)hp;
+    (void)stream;
+    return rc;
+#endif
 }
 
 }  // extern "C"
