@@ -126,6 +126,11 @@ class CudaNative(Backend):
             max_sqs = [t.max_exp_avg_sq for t in ts]
             comps = [t.compensation for t in ts]
             seeds = [t.seed for t in ts]
+            lowp = {}  # the low-precision modes' buffers and random streams, where used
+            if any(c is not None for c in comps):
+                lowp["compensations"] = comps
+            if any(seeds):
+                lowp["seeds"] = seeds
             self.cuda.adam_step(
                 [_exportable(t.param) for t in ts],
                 [_exportable(t.grad) for t in ts],
@@ -136,8 +141,7 @@ class CudaNative(Backend):
                 hparams,
                 False,
                 _current_stream(lib, device),
-                compensations=comps if any(c is not None for c in comps) else [],
-                seeds=seeds if any(seeds) else [],
+                **lowp,
             )
             if lib == "torch":
                 bump_versions(written_tensors(ts))
