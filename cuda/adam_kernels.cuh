@@ -1,15 +1,18 @@
 // adam_kernels.cuh: the CUDA backend's hot path. The multi-tensor Adam update kernel over a
 // device table (kernel_args.h), the finite check, and their launchers, which take the caller's
-// stream. One element goes through the formula shared with the CPU (adamcore/update.h): storage
-// types are widened to the arithmetic type S, updated by adam_update and narrowed back, exactly
-// as the CPU kernels do, so both give the same bits. Compiled by kernels.cu alone.
+// stream. One element goes through the CPU's own update_element() (adamcore/lowp.h over
+// adamcore/update.h): storage widened to the arithmetic type, adam_update, narrowed back and the
+// param stored in the step's rounding mode, so every backend gives the same bits. Compiled by
+// kernels.cu alone.
 #pragma once
 
 #include <algorithm>
 
+#include "adamcore/combos.h"
 #include "adamcore/core.hpp"
 #include "adamcore/finite.h"
 #include "adamcore/half.h"
+#include "adamcore/lowp.h"
 #include "adamcore/strided.h"
 #include "adamcore/update.h"
 #include "kernel_args.h"
@@ -22,91 +25,110 @@ struct alignas(sizeof(T) * V) Pack {
     T x[V];
 };
 
-// P: parameter storage (float, double, float16, bfloat16); G: gradient storage; S: state and
-// arithmetic type (float, or double for double parameters).
-template <bool L2, bool AMSGRAD, class P, class G, class S>
-__device__ __forceinline__ void update_element(P& p, G g, S& m, S& v, S& vmax, const Coeffs<S>& c) {
-    S param = static_cast<S>(widen(p));
-    adam_update<L2, AMSGRAD>(param, static_cast<S>(widen(g)), m, v, vmax, c);
-    p = narrow(param, P{});
-}
+// One tensor's element paths for combo C (combos.h: param P, grad G, state storage M,
+// arithmetic S) and rounding Mode (lowp.h). Every element goes through update_element()
+// (lowp.h), the CPU's own: storage widened to S, adam_update (update.h), narrowed back, the
+// param stored by rounding to nearest, Kahan-compensated (comp, the param's dtype) or rounded
+// stochastically with random_bits(key, index), index the element's C-order index (dense tensors
+// in stochastic rounding are C-ordered: table.cpp sends the others down the strided path).
+template <int C, int Mode, bool L2, bool AMSGRAD>
+struct Tile {
+    using P = typename ComboTypes<C>::P;
+    using G = typename ComboTypes<C>::G;
+    using M = typename ComboTypes<C>::M;
+    using S = typename ComboTypes<C>::S;
+    static constexpr bool kahan = Mode == round_kahan;
+    static constexpr bool stochastic = Mode == round_stochastic;
 
-// Element offset i of p, g, m, v and vmax (in elements; the same for all when dense).
-template <bool L2, bool AMSGRAD, class P, class G, class S>
-__device__ __forceinline__ void update_at(P* p, const G* g, S* m, S* v, S* vmax, const int64_t* off,
-                                          const Coeffs<S>& c) {
-    P pi = p[off[0]];
-    S mi = m[off[2]], vi = v[off[3]];
-    S xi = AMSGRAD ? vmax[off[4]] : S(0);
-    update_element<L2, AMSGRAD>(pi, g[off[1]], mi, vi, xi, c);
-    p[off[0]] = pi;
-    m[off[2]] = mi;
-    v[off[3]] = vi;
-    if (AMSGRAD) vmax[off[4]] = xi;
-}
+    // Element at offsets off (p, g, m, v, vmax, comp) whose C-order index is index.
+    static __device__ __forceinline__ void at(const DeviceTensor& d, const G* g, const int64_t* off,
+                                              int64_t index, const Coeffs<S>& c) {
+        P* p = static_cast<P*>(d.p);
+        M* m = static_cast<M*>(d.m);
+        M* v = static_cast<M*>(d.v);
+        P pi = p[off[0]], ci{};
+        M mi = m[off[2]], vi = v[off[3]], xi{};
+        if (AMSGRAD) xi = static_cast<M*>(d.vmax)[off[4]];
+        if (kahan) ci = static_cast<P*>(d.comp)[off[5]];
+        const uint32_t random = stochastic ? random_bits(d.key, static_cast<uint64_t>(index)) : 0u;
+        update_element<Mode, L2, AMSGRAD>(pi, g[off[1]], mi, vi, xi, ci, random, c);
+        p[off[0]] = pi;
+        m[off[2]] = mi;
+        v[off[3]] = vi;
+        if (AMSGRAD) static_cast<M*>(d.vmax)[off[4]] = xi;
+        if (kahan) static_cast<P*>(d.comp)[off[5]] = ci;
+    }
 
-template <bool L2, bool AMSGRAD, class P, class G, class S>
-__device__ __forceinline__ void run_tile(const DeviceTensor& d, const G* g, int64_t begin,
-                                         int64_t end, const Coeffs<S>& c, const int64_t* dims) {
-    P* p = static_cast<P*>(d.p);
-    S* m = static_cast<S*>(d.m);
-    S* v = static_cast<S*>(d.v);
-    S* vmax = static_cast<S*>(d.vmax);
-    int64_t tail = begin;  // where the element-wise loop of a dense tensor starts
-    if (d.kind == kVector) {
-        constexpr int V = 16 / sizeof(S);
-        using PV = Pack<P, V>;
-        using GV = Pack<G, V>;
-        using SV = Pack<S, V>;
-        const int64_t base = begin / V;  // begin is a multiple of the tile, hence of V
-        const int64_t packs = (end - begin) / V;
-        PV pv[kUnroll];
-        GV gv[kUnroll];
-        SV mv[kUnroll], vv[kUnroll], xv[kUnroll];
-        // all loads first, so each thread has kUnroll * 4 (or 5) requests in flight
+    static __device__ __forceinline__ void run(const DeviceTensor& d, const G* g, int64_t begin,
+                                               int64_t end, const Coeffs<S>& c, const int64_t* dims) {
+        P* p = static_cast<P*>(d.p);
+        M* m = static_cast<M*>(d.m);
+        M* v = static_cast<M*>(d.v);
+        M* vmax = static_cast<M*>(d.vmax);
+        P* comp = static_cast<P*>(d.comp);
+        int64_t tail = begin;  // where the element-wise loop of a dense tensor starts
+        if (d.kind == kVector) {
+            constexpr int V = 16 / sizeof(S);
+            using PV = Pack<P, V>;
+            using GV = Pack<G, V>;
+            using MV = Pack<M, V>;
+            const int64_t base = begin / V;  // begin is a multiple of the tile, hence of V
+            const int64_t packs = (end - begin) / V;
+            PV pv[kUnroll], cv[kUnroll];
+            GV gv[kUnroll];
+            MV mv[kUnroll], vv[kUnroll], xv[kUnroll];
+            // all loads first, so each thread has kUnroll * 4 (to 6) requests in flight
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-            const int64_t j = threadIdx.x + int64_t{u} * kThreads;
-            if (j < packs) {
-                pv[u] = reinterpret_cast<const PV*>(p)[base + j];
-                gv[u] = reinterpret_cast<const GV*>(g)[base + j];
-                mv[u] = reinterpret_cast<const SV*>(m)[base + j];
-                vv[u] = reinterpret_cast<const SV*>(v)[base + j];
-                if (AMSGRAD) xv[u] = reinterpret_cast<const SV*>(vmax)[base + j];
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-            const int64_t j = threadIdx.x + int64_t{u} * kThreads;
-            if (j < packs) {
-#pragma unroll
-                for (int e = 0; e < V; ++e) {
-                    S x = AMSGRAD ? xv[u].x[e] : S(0);
-                    update_element<L2, AMSGRAD>(pv[u].x[e], gv[u].x[e], mv[u].x[e], vv[u].x[e], x, c);
-                    if (AMSGRAD) xv[u].x[e] = x;
+            for (int u = 0; u < kUnroll; ++u) {
+                const int64_t j = threadIdx.x + int64_t{u} * kThreads;
+                if (j < packs) {
+                    pv[u] = reinterpret_cast<const PV*>(p)[base + j];
+                    gv[u] = reinterpret_cast<const GV*>(g)[base + j];
+                    mv[u] = reinterpret_cast<const MV*>(m)[base + j];
+                    vv[u] = reinterpret_cast<const MV*>(v)[base + j];
+                    if (AMSGRAD) xv[u] = reinterpret_cast<const MV*>(vmax)[base + j];
+                    if (kahan) cv[u] = reinterpret_cast<const PV*>(comp)[base + j];
                 }
-                reinterpret_cast<PV*>(p)[base + j] = pv[u];
-                reinterpret_cast<SV*>(m)[base + j] = mv[u];
-                reinterpret_cast<SV*>(v)[base + j] = vv[u];
-                if (AMSGRAD) reinterpret_cast<SV*>(vmax)[base + j] = xv[u];
+            }
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) {
+                const int64_t j = threadIdx.x + int64_t{u} * kThreads;
+                if (j < packs) {
+#pragma unroll
+                    for (int e = 0; e < V; ++e) {
+                        M x = AMSGRAD ? xv[u].x[e] : M{};
+                        P ce = kahan ? cv[u].x[e] : P{};
+                        const uint32_t random =
+                            stochastic ? random_bits(d.key, static_cast<uint64_t>((base + j) * V + e)) : 0u;
+                        update_element<Mode, L2, AMSGRAD>(pv[u].x[e], gv[u].x[e], mv[u].x[e],
+                                                          vv[u].x[e], x, ce, random, c);
+                        if (AMSGRAD) xv[u].x[e] = x;
+                        if (kahan) cv[u].x[e] = ce;
+                    }
+                    reinterpret_cast<PV*>(p)[base + j] = pv[u];
+                    reinterpret_cast<MV*>(m)[base + j] = mv[u];
+                    reinterpret_cast<MV*>(v)[base + j] = vv[u];
+                    if (AMSGRAD) reinterpret_cast<MV*>(vmax)[base + j] = xv[u];
+                    if (kahan) reinterpret_cast<PV*>(comp)[base + j] = cv[u];
+                }
+            }
+            tail = begin + packs * V;  // the tensor's last few elements (fewer than V), in its last tile
+        }
+        if (d.kind != kStrided) {
+            for (int64_t i = tail + threadIdx.x; i < end; i += kThreads) {
+                const int64_t off[6] = {i, i, i, i, i, i};
+                at(d, g, off, i, c);
+            }
+        } else {
+            const int64_t* shape = dims + d.dims;
+            for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
+                int64_t off[6];
+                element_offsets<6>(i, d.ndim, shape, shape + d.ndim, off);
+                at(d, g, off, i, c);
             }
         }
-        tail = begin + packs * V;  // the tensor's last few elements (fewer than V), in its last tile
     }
-    if (d.kind != kStrided) {
-        for (int64_t i = tail + threadIdx.x; i < end; i += kThreads) {
-            const int64_t off[5] = {i, i, i, i, i};
-            update_at<L2, AMSGRAD>(p, g, m, v, vmax, off, c);
-        }
-    } else {
-        const int64_t* shape = dims + d.dims;
-        for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
-            int64_t off[5];
-            element_offsets<5>(i, d.ndim, shape, shape + d.ndim, off);
-            update_at<L2, AMSGRAD>(p, g, m, v, vmax, off, c);
-        }
-    }
-}
+};
 
 // The tensor holding tile t: the last one whose first tile is <= t (uniform across the block,
 // so every thread reads the same addresses).
@@ -122,8 +144,13 @@ __device__ __forceinline__ int32_t find_tensor(const int64_t* tile_begin, int32_
     return lo;
 }
 
-template <class P, class G, class S>
-__global__ void __launch_bounds__(kThreads) adam_kernel(const __grid_constant__ LaunchArgs<S> a) {
+// The update over one range of the table: one combo and one rounding mode, both compile-time,
+// so the default modes compile to the same loads and arithmetic as before the low-precision
+// modes existed; L2 and amsgrad per tensor (uniform within a block).
+template <int C, int Mode>
+__global__ void __launch_bounds__(kThreads) adam_kernel(const __grid_constant__ LaunchArgs<typename ComboTypes<C>::S> a) {
+    using S = typename ComboTypes<C>::S;
+    using G = typename ComboTypes<C>::G;
     constexpr int64_t tile = tile_elements<S>();
     for (int64_t t = blockIdx.x; t < a.tiles; t += gridDim.x) {
         const int32_t k = find_tensor(a.tile_begin, a.count, t);
@@ -135,14 +162,14 @@ __global__ void __launch_bounds__(kThreads) adam_kernel(const __grid_constant__ 
         const int64_t end = min(begin + tile, d.n);
         if (set.l2) {
             if (set.amsgrad)
-                run_tile<true, true, P, G, S>(d, g, begin, end, c, a.dims);
+                Tile<C, Mode, true, true>::run(d, g, begin, end, c, a.dims);
             else
-                run_tile<true, false, P, G, S>(d, g, begin, end, c, a.dims);
+                Tile<C, Mode, true, false>::run(d, g, begin, end, c, a.dims);
         } else {
             if (set.amsgrad)
-                run_tile<false, true, P, G, S>(d, g, begin, end, c, a.dims);
+                Tile<C, Mode, false, true>::run(d, g, begin, end, c, a.dims);
             else
-                run_tile<false, false, P, G, S>(d, g, begin, end, c, a.dims);
+                Tile<C, Mode, false, false>::run(d, g, begin, end, c, a.dims);
         }
     }
 }
@@ -189,9 +216,9 @@ __global__ void __launch_bounds__(kThreads) first_nonfinite_kernel(const __grid_
 
 inline unsigned grid_for(int64_t tiles) { return static_cast<unsigned>(std::min(tiles, kMaxGrid)); }
 
-template <class P, class G, class S>
-cudaError_t launch_adam(const LaunchArgs<S>& a, cudaStream_t stream) {
-    ADAMCORE_LAUNCH(grid_for(a.tiles), kThreads, stream, adam_kernel<P, G, S>)(a);
+template <int C, int Mode>
+cudaError_t launch_adam(const LaunchArgs<typename ComboTypes<C>::S>& a, cudaStream_t stream) {
+    ADAMCORE_LAUNCH(grid_for(a.tiles), kThreads, stream, adam_kernel<C, Mode>)(a);
     return cudaGetLastError();
 }
 

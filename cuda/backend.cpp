@@ -15,7 +15,6 @@ void adam_step(const TensorRef* tensors, size_t count, const adamcore_hparams* h
                size_t hparams_count, bool check_finite, int device, void* stream) {
     require_device(device);
     validate_step(tensors, count, hparams, hparams_count);
-    detail::require_default_precision(tensors, count, hparams);
     check_index_range(count);
     const auto s = static_cast<cudaStream_t>(stream);
     DeviceGuard guard(device);

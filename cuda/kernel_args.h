@@ -33,12 +33,13 @@ struct DeviceTensor {
     void* m;
     void* v;
     void* vmax;     // nullptr without amsgrad
+    void* comp;     // Kahan summation's compensation (the param's dtype), else nullptr
     int64_t n;      // elements
-    int64_t dims;   // strided: where its shape, then the strides of p, g, m, v, vmax, start in dims
+    int64_t dims;   // strided: where its shape, then the strides of p, g, m, v, vmax, comp, start
     int32_t set;    // hyperparameter set
     int32_t kind;
     int32_t ndim;
-    int32_t pad;
+    uint32_t key;   // stochastic rounding: rounding_key(seed, step) (lowp.h), else 0
 };
 
 // Elements per tile: kUnroll 16-byte packs of state per thread.
@@ -54,7 +55,7 @@ struct CoeffSet {
     int32_t amsgrad;
 };
 
-// The arguments of one update launch (one dtype pair).
+// The arguments of one update launch (one (param, grad, state) combo and rounding mode).
 template <class S>
 struct LaunchArgs {
     const DeviceTensor* tensors;  // this launch's tensors

@@ -10,10 +10,11 @@
 
 namespace adamcore::cuda::detail {
 
-// The update over one range of the table, for its dtype pair (Combo, combos.h): float32
-// arithmetic for every pair but float64's, which takes the double overload.
-cudaError_t launch_update(int combo, const LaunchArgs<float>& args, cudaStream_t stream);
-cudaError_t launch_update(int combo, const LaunchArgs<double>& args, cudaStream_t stream);
+// The update over one range of the table, for its (param, grad, state) combo (Combo, combos.h)
+// and rounding mode (Rounding, lowp.h): float32 arithmetic for every combo but float64's, which
+// takes the double overload. cudaErrorInvalidValue for a combo and mode without a kernel.
+cudaError_t launch_update(int combo, int rounding, const LaunchArgs<float>& args, cudaStream_t stream);
+cudaError_t launch_update(int combo, int rounding, const LaunchArgs<double>& args, cudaStream_t stream);
 
 cudaError_t launch_first_nonfinite(const CheckArgs& args, cudaStream_t stream);
 

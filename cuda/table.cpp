@@ -5,6 +5,7 @@
 #include <string>
 
 #include "adamcore/combos.h"
+#include "adamcore/lowp.h"
 #include "adamcore/strided.h"
 #include "adamcore/update.h"
 #include "device.h"
@@ -28,7 +29,21 @@ int64_t tile_elements_for(DType param) {
     return param == DType::float64 ? tile_elements<double>() : tile_elements<float>();
 }
 
-// Sorts the entries by key (stable) and numbers each key's tiles from 0.
+// A range's key: its combo and rounding mode.
+int range_key(int combo, int rounding) { return combo * rounding_count + rounding; }
+
+// True when a dense array is laid out in C order (so memory order is the logical index, which
+// stochastic rounding counts by).
+bool c_order(const ArrayRef& a) {
+    int64_t expected = 1;
+    for (int32_t d = a.ndim - 1; d >= 0; --d) {
+        if (a.shape[d] > 1 && stride_of(a, d) != expected) return false;
+        expected *= a.shape[d];
+    }
+    return true;
+}
+
+// Sorts the entries by key (range_key, stable) and numbers each key's tiles from 0.
 void finish_ranges(HostTable& t, const std::vector<int>& keys, const std::vector<DType>& params) {
     std::vector<size_t> order(t.tensors.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
@@ -37,8 +52,10 @@ void finish_ranges(HostTable& t, const std::vector<int>& keys, const std::vector
     sorted.dims = std::move(t.dims);
     for (size_t i : order) {
         const DType param = params[i];
-        if (sorted.ranges.empty() || sorted.ranges.back().combo != keys[i])
-            sorted.ranges.push_back({keys[i], param, static_cast<int32_t>(sorted.tensors.size()), 0, 0});
+        if (sorted.ranges.empty() ||
+            range_key(sorted.ranges.back().combo, sorted.ranges.back().rounding) != keys[i])
+            sorted.ranges.push_back({keys[i] / rounding_count, keys[i] % rounding_count, param,
+                                     static_cast<int32_t>(sorted.tensors.size()), 0, 0});
         Range& r = sorted.ranges.back();
         const DeviceTensor& d = t.tensors[i];
         sorted.tensors.push_back(d);
@@ -64,9 +81,8 @@ void require_default_precision(const TensorRef* tensors, size_t count,
         if (lowp_flags || t.exp_avg.dtype != state_dtype_for(t.param.dtype))
             fail(ErrorKind::unavailable,
                  "param " + std::to_string(i) +
-                     ": the CUDA kernels take only the default state dtype, without "
-                     "kahan_summation or stochastic_rounding (adamcore's Python API steps "
-                     "those on the reference path; the CPU core runs them)");
+                     ": a CUDA plan takes only the default state dtype, without "
+                     "kahan_summation or stochastic_rounding (step those without a plan)");
     }
 }
 
@@ -81,23 +97,33 @@ HostTable build_table(const TensorRef* tensors, size_t count, const adamcore_hpa
         if (n == 0) continue;
         const bool amsgrad = with_grads ? (hparams[t.hparams_index].flags & ADAMCORE_AMSGRAD) != 0
                                         : t.has_max_exp_avg_sq;
-        // param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq; a plan leaves the grad out
-        const ArrayRef* all[5] = {&t.param, &t.grad, &t.exp_avg, &t.exp_avg_sq, &t.max_exp_avg_sq};
-        const ArrayRef* layout[5];
+        const int rounding = with_grads ? rounding_of(hparams[t.hparams_index].flags) : round_nearest;
+        const bool kahan = rounding == round_kahan;
+        // param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, compensation; a plan leaves the
+        // grad out
+        const ArrayRef* all[6] = {&t.param, &t.grad, &t.exp_avg, &t.exp_avg_sq,
+                                  amsgrad ? &t.max_exp_avg_sq : &t.param,
+                                  kahan ? &t.compensation : &t.param};
+        const ArrayRef* layout[6];
         size_t used = 0;
-        for (size_t k = 0; k < (amsgrad ? 5u : 4u); ++k)
-            if (k != 1 || with_grads) layout[used++] = all[k];
+        for (size_t k = 0; k < 6; ++k)
+            if ((k != 1 || with_grads) && (k != 4 || amsgrad) && (k != 5 || kahan)) layout[used++] = all[k];
         DeviceTensor d{};
         d.n = n;
         d.set = static_cast<int32_t>(t.hparams_index);
         d.ndim = t.param.ndim;
+        d.key = rounding == round_stochastic ? rounding_key(t.seed, hparams[t.hparams_index].step) : 0u;
         int64_t low = 0;
         const void* grad = nullptr;
-        if (dense_layout(layout, used, &low)) {
+        bool dense = dense_layout(layout, used, &low);
+        // stochastic rounding counts elements in C order: other dense layouts walk strided
+        if (dense && rounding == round_stochastic && !c_order(t.param)) dense = false;
+        if (dense) {
             d.p = lowest(t.param, low);
             d.m = lowest(t.exp_avg, low);
             d.v = lowest(t.exp_avg_sq, low);
             d.vmax = amsgrad ? lowest(t.max_exp_avg_sq, low) : nullptr;
+            d.comp = kahan ? lowest(t.compensation, low) : nullptr;
             if (with_grads) grad = lowest(t.grad, low);
             bool vector = true;
             for (size_t k = 0; k < used; ++k)
@@ -114,16 +140,18 @@ HostTable build_table(const TensorRef* tensors, size_t count, const adamcore_hpa
             d.m = t.exp_avg.data;
             d.v = t.exp_avg_sq.data;
             d.vmax = amsgrad ? t.max_exp_avg_sq.data : nullptr;
+            d.comp = kahan ? t.compensation.data : nullptr;
             d.dims = static_cast<int64_t>(table.dims.size());
             table.dims.insert(table.dims.end(), t.param.shape, t.param.shape + t.param.ndim);
-            for (size_t k = 0; k < 5; ++k) append_strides(k < used ? *all[k] : t.param, table.dims);
+            for (size_t k = 0; k < 6; ++k) append_strides(*all[k], table.dims);
         }
         table.tensors.push_back(d);
         table.grads.push_back(grad);
         table.source.push_back(i);
         table.low.push_back(low);
         params.push_back(t.param.dtype);
-        keys.push_back(combo_of(t.param.dtype, with_grads ? t.grad.dtype : t.param.dtype));
+        keys.push_back(with_grads ? range_key(combo_of(t.param.dtype, t.grad.dtype, t.exp_avg.dtype), rounding)
+                                  : range_key(combo_of(t.param.dtype, t.param.dtype), round_nearest));
     }
     finish_ranges(table, keys, params);
     return table;
@@ -174,9 +202,10 @@ void launch_range(const Range& r, const DeviceTable& t, const std::vector<CoeffS
         a.sets_inline = 0;
         a.sets_global = reinterpret_cast<const CoeffSet<S>*>(t.sets_dev + sets_offset);
     }
-    const cudaError_t err = launch_update(r.combo, a, stream);
-    if (err == cudaErrorInvalidValue && r.combo >= combo_count)
-        fail(ErrorKind::internal, "unknown dtype pair");
+    const cudaError_t err = launch_update(r.combo, r.rounding, a, stream);
+    if (err == cudaErrorInvalidValue)
+        fail(ErrorKind::internal, "no CUDA kernel for combo " + std::to_string(r.combo) +
+                                      " in rounding mode " + std::to_string(r.rounding));
     if (err != cudaSuccess) fail_cuda(err, "the update kernel's launch");
 }
 

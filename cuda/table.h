@@ -15,15 +15,17 @@
 
 namespace adamcore::cuda::detail {
 
-// The entries of one dtype pair: table entries [first, first + count), tiles numbered from 0.
+// The entries of one (param, grad, state) combo and rounding mode: table entries
+// [first, first + count), tiles numbered from 0.
 struct Range {
-    int combo;
+    int combo;     // Combo (combos.h)
+    int rounding;  // Rounding (lowp.h)
     DType param;
     int32_t first, count;
     int64_t tiles;
 };
 
-// The table on the host, ready to upload, sorted by dtype pair.
+// The table on the host, ready to upload, sorted by combo and rounding mode.
 struct HostTable {
     std::vector<DeviceTensor> tensors;
     std::vector<int64_t> tile_begin;
@@ -42,13 +44,15 @@ void* lowest(const ArrayRef& a, int64_t low);
 
 // The table of tensors (empty ones left out).
 //   hparams given (a one-shot step): grads included; any layout (others take the strided
-//     path); amsgrad as each tensor's hyperparameters say; ranges by (param, grad) dtype pair.
+//     path, as do dense tensors not in C order under stochastic rounding, which counts elements
+//     in C order); amsgrad, Kahan summation (with the compensation) and stochastic rounding
+//     (with the key of the tensor's seed and the step) as each tensor's hyperparameters say;
+//     ranges by (param, grad, state) combo and rounding mode.
 //   hparams nullptr (a Plan, before any grad is known): grads left out (grads[] unset; each
 //     step checks its grads against the params); amsgrad where a max_exp_avg_sq is given;
 //     tensors not dense in one layout refused; ranges by param dtype, as combo_of(param, param).
-// Refuses (ErrorKind::unavailable, naming the param) what the CUDA kernels do not run yet: a
-// state dtype other than the default, Kahan summation, stochastic rounding (adamcore's Python
-// API steps those on the reference path; the CPU core and its C ABI run them natively).
+// Refuses (ErrorKind::unavailable, naming the param) what a Plan does not take: a state dtype
+// other than the default, Kahan summation, stochastic rounding (one-shot steps run them).
 void require_default_precision(const TensorRef* tensors, size_t count,
                                const adamcore_hparams* hparams);
 

@@ -91,6 +91,7 @@ SIGNATURES = {
     "adamcore_cuda_adam_step_f64": (c_int, [_ptr] * 5 + [c_int64, _hp, c_void_p]),
     "adamcore_cuda_adam_step_multi_f32": (c_int, [_ptrs] * 5 + [POINTER(c_int64), c_size_t, _hp,
                                                                 c_void_p]),
+    "adamcore_cuda_adam_step_tensors": (c_int, [POINTER(Tensor), c_size_t, _hp, c_void_p]),
 }
 
 

@@ -111,10 +111,13 @@ ArrayRef ref(const Buffer& b, const View& v) {
     return a;
 }
 
-// One tensor: 5 arrays (p, g, m, v, vmax) with their buffers and views.
+// One tensor: 5 arrays (p, g, m, v, vmax) with their buffers and views, and a 6th, the
+// compensation, with Kahan summation.
 struct Case {
-    Buffer buffers[5];
-    View views[5];
+    Buffer buffers[6];
+    View views[6];
+    bool has_comp = false;
+    uint64_t seed = 0;
     size_t set;
     Layout layout;
     int64_t rows, cols;
@@ -141,7 +144,7 @@ Case make_case(DType param, DType grad, Layout layout, Layout grad_layout, int64
 
 Case clone(const Case& c) {
     Case d = c;
-    for (auto& b : d.buffers) b = b.clone();
+    for (int k = 0; k < (c.has_comp ? 6 : 5); ++k) d.buffers[k] = c.buffers[k].clone();
     return d;
 }
 
@@ -154,11 +157,16 @@ TensorRef tensor(const Case& c) {
     t.max_exp_avg_sq = ref(c.buffers[4], c.views[4]);
     t.has_max_exp_avg_sq = true;
     t.hparams_index = c.set;
+    if (c.has_comp) {
+        t.compensation = ref(c.buffers[5], c.views[5]);
+        t.has_compensation = true;
+    }
+    t.seed = c.seed;
     return t;
 }
 
 bool same_bytes(const Case& a, const Case& b) {
-    for (int k = 0; k < 5; ++k)
+    for (int k = 0; k < (a.has_comp ? 6 : 5); ++k)
         if (std::memcmp(a.buffers[k].bytes.get(), b.buffers[k].bytes.get(), a.buffers[k].size) != 0)
             return false;
     return true;
@@ -223,6 +231,153 @@ void test_one_shot(size_t sets_count) {
         check(same_bytes(cpu[i], gpu[i]),
               "one-shot, " + std::to_string(sets_count) + " sets: tensor " + std::to_string(i) + " (" +
                   dtype_name(cpu[i].views[0].dtype) + "/" + dtype_name(cpu[i].views[1].dtype) + ")");
+}
+
+// The low-precision modes: every (param, grad, state) combo with every rounding mode that
+// applies to its param (nearest; Kahan summation for 16-bit params; stochastic rounding for
+// bfloat16 ones), every layout and odd sizes, with and without amsgrad, one-shot, several steps,
+// against the CPU core bit for bit (compensations and seeds included).
+struct Combo3 {
+    DType param, grad, state;
+};
+const Combo3 all_combos[] = {
+    {DType::float32, DType::float32, DType::float32},    {DType::float64, DType::float64, DType::float64},
+    {DType::float16, DType::float16, DType::float32},    {DType::float16, DType::float32, DType::float32},
+    {DType::bfloat16, DType::bfloat16, DType::float32},  {DType::bfloat16, DType::float32, DType::float32},
+    {DType::float32, DType::float32, DType::bfloat16},   {DType::float16, DType::float16, DType::float16},
+    {DType::float16, DType::float32, DType::float16},    {DType::float16, DType::float16, DType::bfloat16},
+    {DType::float16, DType::float32, DType::bfloat16},   {DType::bfloat16, DType::bfloat16, DType::bfloat16},
+    {DType::bfloat16, DType::float32, DType::bfloat16},
+};
+
+Case make_lowp_case(const Combo3& k, Layout layout, Layout other, int64_t rows, int64_t cols,
+                    size_t set, bool kahan) {
+    Case c;
+    c.buffers[0] = make_array(k.param, layout, rows, cols, &c.views[0], [] { return normal(rng); });
+    c.buffers[1] = make_array(k.grad, layout, rows, cols, &c.views[1], [] { return normal(rng); });
+    c.buffers[2] = make_array(k.state, layout, rows, cols, &c.views[2], [] { return 0.1 * normal(rng); });
+    c.buffers[3] = make_array(k.state, layout, rows, cols, &c.views[3], [] { return 0.01 * uniform(rng); });
+    c.buffers[4] = make_array(k.state, layout, rows, cols, &c.views[4], [] { return 0.02 * uniform(rng); });
+    if (kahan) {  // the compensation, laid out as `other` (unlike the param: the strided path)
+        c.buffers[5] = make_array(k.param, other, rows, cols, &c.views[5], [] { return 1e-4 * normal(rng); });
+        c.has_comp = true;
+    }
+    c.seed = rng();
+    c.set = set;
+    c.layout = layout;
+    c.rows = rows;
+    c.cols = cols;
+    return c;
+}
+
+// The hyperparameter sets of the low-precision test: rounding mode r (0 nearest, 1 Kahan,
+// 2 stochastic) times amsgrad times L2 / decoupled weight decay, set = r * 4 + amsgrad * 2 + wd.
+std::vector<adamcore_hparams> lowp_sets(int64_t step) {
+    std::vector<adamcore_hparams> sets;
+    const uint32_t modes[] = {0u, ADAMCORE_KAHAN_SUMMATION, ADAMCORE_STOCHASTIC_ROUNDING};
+    for (uint32_t mode : modes)
+        for (int ams = 0; ams < 2; ++ams)
+            for (int wd = 0; wd < 2; ++wd) {
+                adamcore_hparams hp = adamcore_hparams_default();
+                hp.lr = 3e-2;  // large steps, so rounding matters
+                hp.weight_decay = 0.05;
+                hp.max_lr = 3e-2;
+                hp.step = step;
+                hp.flags = mode | (ams ? ADAMCORE_AMSGRAD : 0u) | (wd ? ADAMCORE_DECOUPLED_WEIGHT_DECAY : 0u) |
+                           (step % 2 ? ADAMCORE_MAXIMIZE : 0u);
+                sets.push_back(hp);
+            }
+    return sets;
+}
+
+void test_lowp() {
+    const Layout layouts[] = {Layout::c, Layout::unaligned, Layout::strided, Layout::negative,
+                              Layout::fortran, Layout::zero_d};
+    const int64_t sizes[][2] = {{1, 1}, {1, 7}, {17, 1}, {33, 31}, {1, 1023}, {1, 65537}, {0, 4}};
+    std::vector<Case> cpu;
+    int pick = 0;
+    for (const Combo3& k : all_combos) {
+        const bool half = k.param == DType::float16 || k.param == DType::bfloat16;
+        const bool bf = k.param == DType::bfloat16;
+        for (int mode = 0; mode < 3; ++mode) {
+            if ((mode == 1 && !half) || (mode == 2 && !bf)) continue;
+            for (Layout l : layouts)
+                for (const auto& s : sizes) {
+                    if (s[1] == 65537 && l != Layout::c && l != Layout::fortran) continue;  // time
+                    // now and then a compensation laid out unlike its param
+                    const Layout other = (pick % 5 == 3 && l == Layout::c) ? Layout::fortran : l;
+                    const size_t set = static_cast<size_t>(mode * 4 + pick % 4);
+                    cpu.push_back(make_lowp_case(k, l, other, s[0], s[1], set, mode == 1));
+                    ++pick;
+                }
+        }
+    }
+    std::vector<Case> gpu;
+    for (const Case& c : cpu) gpu.push_back(clone(c));
+    for (int64_t step = 1; step <= 3; ++step) {
+        const auto hp = lowp_sets(step);
+        std::vector<TensorRef> tc, tg;
+        for (auto& c : cpu) tc.push_back(tensor(c));
+        for (auto& c : gpu) tg.push_back(tensor(c));
+        cpu_adam_step(tc.data(), tc.size(), hp.data(), hp.size(), false);
+        cuda::adam_step(tg.data(), tg.size(), hp.data(), hp.size(), false, 0, nullptr);
+    }
+    static const char* mode_names[] = {"nearest", "kahan", "stochastic"};
+    for (size_t i = 0; i < cpu.size(); ++i)
+        check(same_bytes(cpu[i], gpu[i]),
+              "low precision: tensor " + std::to_string(i) + " (" + dtype_name(cpu[i].views[0].dtype) + "/" +
+                  dtype_name(cpu[i].views[1].dtype) + "/" + dtype_name(cpu[i].views[2].dtype) + ", " +
+                  mode_names[cpu[i].set / 4] + ", " + layout_name(cpu[i].layout) + ", " +
+                  std::to_string(cpu[i].rows) + "x" + std::to_string(cpu[i].cols) + ")");
+
+    // stochastic rounding draws different bits for another seed: the test above would see a
+    // kernel that ignored the seed only if the results differ, so make sure they do
+    Case a = make_lowp_case(all_combos[11], Layout::c, Layout::c, 1, 4099, 8, false);
+    Case b = clone(a);
+    b.seed = a.seed + 1;
+    const auto hp = lowp_sets(1);
+    TensorRef ta = tensor(a), tb = tensor(b);
+    cuda::adam_step(&ta, 1, hp.data(), hp.size(), false, 0, nullptr);
+    cuda::adam_step(&tb, 1, hp.data(), hp.size(), false, 0, nullptr);
+    check(std::memcmp(a.buffers[0].bytes.get(), b.buffers[0].bytes.get(), a.buffers[0].size) != 0,
+          "stochastic rounding with another seed rounds some element otherwise");
+
+    // bad combinations: refused before anything is written (the good tensor 0 stays)
+    struct Bad {
+        Combo3 k;
+        uint32_t flags;
+        bool comp;
+        const char* what;
+        const char* says = "1";  // the message names tensor 1 (or says what is wrong)
+    } bad[] = {
+        {{DType::float32, DType::float32, DType::float32}, ADAMCORE_KAHAN_SUMMATION, true, "kahan on float32"},
+        {{DType::float16, DType::float16, DType::float32}, ADAMCORE_STOCHASTIC_ROUNDING, false, "stochastic rounding on float16"},
+        {{DType::bfloat16, DType::bfloat16, DType::float16}, 0u, false, "bfloat16 param with float16 state"},
+        {{DType::float64, DType::float64, DType::bfloat16}, 0u, false, "float64 param with bfloat16 state"},
+        {{DType::bfloat16, DType::bfloat16, DType::float32}, ADAMCORE_KAHAN_SUMMATION, false, "kahan without compensation"},
+        {{DType::bfloat16, DType::bfloat16, DType::float32}, ADAMCORE_KAHAN_SUMMATION | ADAMCORE_STOCHASTIC_ROUNDING, true, "kahan and stochastic rounding",
+         "exclude each other"},
+    };
+    for (const Bad& x : bad) {
+        std::vector<adamcore_hparams> sets = lowp_sets(1);
+        adamcore_hparams h = adamcore_hparams_default();
+        h.flags = x.flags;
+        sets.push_back(h);
+        Case good = make_lowp_case(all_combos[12], Layout::c, Layout::c, 3, 5, 8, false);
+        Case wrong = make_lowp_case(x.k, Layout::c, Layout::c, 3, 5, sets.size() - 1, x.comp);
+        Case pristine_good = clone(good), pristine_wrong = clone(wrong);
+        TensorRef ts[2] = {tensor(good), tensor(wrong)};
+        bool raised = false;
+        try {
+            cuda::adam_step(ts, 2, sets.data(), sets.size(), false, 0, nullptr);
+        } catch (const Error& e) {
+            raised = (e.kind() == ErrorKind::invalid_value || e.kind() == ErrorKind::invalid_dtype) &&
+                     std::string(e.what()).find(x.says) != std::string::npos;
+        }
+        check(raised, std::string("refused: ") + x.what);
+        check(same_bytes(good, pristine_good) && same_bytes(wrong, pristine_wrong),
+              std::string("nothing written after refusing ") + x.what);
+    }
 }
 
 // The plan: dense params and state; grads that stay, move, change layout or alignment.
@@ -319,21 +474,22 @@ void test_errors() {
     check(same_bytes(a, pristine_a2), "check_finite wrote nothing");
     (void)pristine_c;
 
-    // the low-precision modes are the CPU core's only: refused, nothing written
+    // a plan takes only the default modes: a step in another is refused, nothing written
     Case h = make_case(DType::bfloat16, DType::bfloat16, Layout::c, Layout::c, 4, 5, 0);
     Case pristine_h = clone(h);
     TensorRef th = tensor(h);
     {
+        cuda::Plan plan(&th, 1, 0);
         auto hp_flag = hparam_sets(1, 1);
         hp_flag[0].flags |= ADAMCORE_STOCHASTIC_ROUNDING;
         raised = false;
         try {
-            cuda::adam_step(&th, 1, hp_flag.data(), 1, false, 0, nullptr);
+            plan.step(&th.grad, 1, hp_flag.data(), 1, false, nullptr);
         } catch (const Error& e) {
             raised = e.kind() == ErrorKind::unavailable &&
                      std::string(e.what()).find("param 0") != std::string::npos;
         }
-        check(raised, "stochastic rounding on the CUDA kernels is an unavailable error naming the param");
+        check(raised, "stochastic rounding in a CUDA plan is an unavailable error naming the param");
         check(same_bytes(h, pristine_h), "nothing written after the refusal");
     }
 }
@@ -424,6 +580,49 @@ void test_c_abi() {
                                             nullptr, sizes, 3, &hp, nullptr) == ADAMCORE_ERROR_INVALID_VALUE,
           "amsgrad without max_exp_avg_sqs is an invalid value");
     check(dev[0][1] == before, "nothing written after a C ABI error");
+
+    // adamcore_cuda_adam_step_tensors against adamcore_adam_step_tensors: bfloat16 params with
+    // Kahan summation, then stochastic rounding, and float16 state
+    const int64_t n = 1031;
+    auto bits = [](float x) { return narrow(x, bfloat16{}); };
+    std::vector<bfloat16> arrays[2][6];  // cpu, cuda x p, g, m, v, vmax, comp
+    for (int k = 0; k < 6; ++k) {
+        for (int64_t i = 0; i < n; ++i)
+            arrays[0][k].push_back(bits(static_cast<float>(k == 3 || k == 4 ? 0.01 * uniform(rng)
+                                                           : k == 5 ? 1e-4 * normal(rng) : normal(rng))));
+        arrays[1][k] = arrays[0][k];
+    }
+    for (uint32_t mode : {ADAMCORE_KAHAN_SUMMATION, ADAMCORE_STOCHASTIC_ROUNDING}) {
+        adamcore_hparams h = adamcore_hparams_default();
+        h.lr = 3e-2;
+        h.step = 2;
+        h.flags = mode | ADAMCORE_AMSGRAD;
+        adamcore_tensor t[2] = {};
+        for (int b = 0; b < 2; ++b) {
+            t[b] = adamcore_tensor{arrays[b][0].data(), arrays[b][1].data(), arrays[b][2].data(),
+                                   arrays[b][3].data(), arrays[b][4].data(),
+                                   mode == ADAMCORE_KAHAN_SUMMATION ? arrays[b][5].data() : nullptr,
+                                   n, 77, ADAMCORE_BFLOAT16, ADAMCORE_BFLOAT16, ADAMCORE_BFLOAT16, 0};
+        }
+        check(adamcore_adam_step_tensors(&t[0], 1, &h) == 0, std::string("adamcore_adam_step_tensors: ") + adamcore_last_error());
+        check(adamcore_cuda_adam_step_tensors(&t[1], 1, &h, nullptr) == 0,
+              std::string("adamcore_cuda_adam_step_tensors: ") + adamcore_last_error());
+    }
+    bool equal = true;
+    for (int k = 0; k < 6; ++k)
+        equal &= std::memcmp(arrays[0][k].data(), arrays[1][k].data(), n * sizeof(bfloat16)) == 0;
+    check(equal, "adamcore_cuda_adam_step_tensors equals adamcore_adam_step_tensors");
+    // Kahan without a compensation: refused, naming it, nothing written
+    adamcore_hparams h = adamcore_hparams_default();
+    h.flags = ADAMCORE_KAHAN_SUMMATION;
+    adamcore_tensor t = {arrays[1][0].data(), arrays[1][1].data(), arrays[1][2].data(), arrays[1][3].data(),
+                         nullptr, nullptr, n, 0, ADAMCORE_BFLOAT16, ADAMCORE_BFLOAT16, ADAMCORE_FLOAT32, 0};
+    const std::vector<bfloat16> p_before = arrays[1][0];
+    t.state_dtype = ADAMCORE_BFLOAT16;
+    check(adamcore_cuda_adam_step_tensors(&t, 1, &h, nullptr) == ADAMCORE_ERROR_INVALID_VALUE &&
+              std::string(adamcore_last_error()).find("compensation") != std::string::npos,
+          std::string("Kahan without a compensation is refused: ") + adamcore_last_error());
+    check(std::memcmp(arrays[1][0].data(), p_before.data(), n * sizeof(bfloat16)) == 0, "nothing written after refusing a missing compensation");
 }
 
 }  // namespace
@@ -447,6 +646,9 @@ int main(int argc, char** argv) {
         check(adamcore_cuda_adam_step_f32(x, x, x, x, nullptr, 4, &hp, nullptr) == ADAMCORE_ERROR_UNAVAILABLE &&
                   std::string(adamcore_last_error()).find("no CUDA device") != std::string::npos,
               "the C ABI says no device");
+        adamcore_tensor t = {x, x, x, x, nullptr, nullptr, 4, 0, ADAMCORE_FLOAT32, ADAMCORE_FLOAT32, ADAMCORE_FLOAT32, 0};
+        check(adamcore_cuda_adam_step_tensors(&t, 1, &hp, nullptr) == ADAMCORE_ERROR_UNAVAILABLE,
+              "adamcore_cuda_adam_step_tensors says no device");
     } else {
         if (mode == "nopools") adamcore_emulation::memory_pools = 0;
         check(cuda::device_count() == 1 && cuda::unavailable_reason().empty(), "one emulated device");
@@ -457,6 +659,7 @@ int main(int argc, char** argv) {
             test_one_shot(sets);
             test_plan(sets);
         }
+        test_lowp();
         test_errors();
         test_first_nonfinite();
         test_probes();

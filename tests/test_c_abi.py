@@ -423,6 +423,10 @@ def test_cuda_entry_points_without_a_usable_backend(rng):
     tables = [c_abi.pointer_table([a]) for a in (p, g, m, v)] + [None]
     assert lib.adamcore_cuda_adam_step_multi_f32(*tables, c_abi.length_table([4]), 1, hp,
                                                  None) == K["ERROR_UNAVAILABLE"]
+    if hasattr(lib, "adamcore_cuda_adam_step_tensors"):
+        t = c_abi.Tensor()
+        assert lib.adamcore_cuda_adam_step_tensors(ctypes.byref(t), 1, hp, None) == \
+            K["ERROR_UNAVAILABLE"]
 
 
 @pytest.mark.parametrize("share", ["same param twice", "overlapping params", "param is a state"])

@@ -86,6 +86,64 @@ def _random_state(n, name, seed, amsgrad, device):
     return [None if a is None else a.to(device) for a in arrays]
 
 
+# ---- the low-precision modes: the CUDA kernels against the CPU core, bit for bit --------------
+
+# (param dtype, options): torch's optimizer takes grads of the param's dtype only (the float32
+# grads of 16-bit params are checked in tests/test_cuda_emulated.py)
+LOWP_MODES = {
+    "f32-state-bf16": ("float32", {"state_dtype": "bfloat16"}),
+    "f16-state-f16": ("float16", {"state_dtype": "float16"}),
+    "f16-state-bf16": ("float16", {"state_dtype": "bfloat16"}),
+    "bf16-state-bf16": ("bfloat16", {"state_dtype": "bfloat16"}),
+    "f16-kahan": ("float16", {"kahan_summation": True}),
+    "bf16-kahan-state-bf16": ("bfloat16", {"kahan_summation": True, "state_dtype": "bfloat16"}),
+    "bf16-sr": ("bfloat16", {"stochastic_rounding": True, "rounding_seed": 7}),
+    "bf16-sr-state-bf16": ("bfloat16", {"stochastic_rounding": True, "state_dtype": "bfloat16"}),
+}
+
+
+@needs_torch
+@pytest.mark.parametrize("mode", sorted(LOWP_MODES))
+@pytest.mark.parametrize("layout", ["dense", "transposed", "strided"])
+@pytest.mark.parametrize("amsgrad", [False, True], ids=["adam", "amsgrad"])
+def test_low_precision_modes_equal_cpu_core(mode, layout, amsgrad):
+    import adamcore.torch
+
+    pdt, options = LOWP_MODES[mode]
+    gen = torch.Generator().manual_seed(5)
+    sizes = [1, 7, 17, 1023, 65537] if layout == "dense" else [(33, 31), (5, 7)]
+
+    def make(size):
+        shape = size if isinstance(size, tuple) else (size,)
+        big = (torch.randn((shape[0], 2 * shape[-1]) if layout == "strided" else shape,
+                           generator=gen) * 2).to(getattr(torch, pdt))
+        if layout == "strided":
+            return big[:, ::2]
+        return big.t().contiguous().t() if layout == "transposed" else big
+
+    cpu = [make(s) for s in sizes]
+    gpu = [p.cuda() for p in cpu]
+    for ps in (cpu, gpu):
+        for p in ps:
+            p.requires_grad_(True)
+    opts = [adamcore.torch.Adam(ps, lr=3e-2, weight_decay=0.05, amsgrad=amsgrad, **options)
+            for ps in (cpu, gpu)]
+    for _ in range(3):
+        grads = [torch.randn(p.shape, generator=gen).to(getattr(torch, pdt)) for p in cpu]
+        for ps, opt in zip((cpu, gpu), opts):
+            for p, g in zip(ps, grads):
+                p.grad = g.to(p.device)
+            opt.step()
+    torch.cuda.synchronize()
+    for a, b in zip(cpu, gpu):
+        assert_same_bits(a, b)
+        sa, sb = opts[0].state[a], opts[1].state[b]
+        assert sorted(sa) == sorted(sb)
+        for key in sa:
+            if torch.is_tensor(sa[key]) and sa[key].dim() > 0:
+                assert_same_bits(sa[key], sb[key])
+
+
 # ---- every flag and dtype: bit for bit against the CPU core, close to the textbook ------------
 
 

@@ -109,6 +109,10 @@ int main() {
     std::printf("%d\n", rc);
     rc = adamcore_cuda_adam_step_multi_f32(ptrs, cptrs, ptrs, ptrs, nullptr, n, 1, &hp, nullptr);
     std::printf("%d\n", rc);
+    adamcore_tensor t = {x, x, x, x, nullptr, nullptr, 4, 0, ADAMCORE_FLOAT32, ADAMCORE_FLOAT32,
+                         ADAMCORE_FLOAT32, 0};
+    rc = adamcore_cuda_adam_step_tensors(&t, 1, &hp, nullptr);
+    std::printf("%d\n", rc);
     return 0;
 }
 """
@@ -128,7 +132,7 @@ def test_c_abi_entry_points_without_the_cuda_backend(tmp_path):
     lines = subprocess.run([exe], check=True, capture_output=True, text=True).stdout.splitlines()
     unavailable = "-5"  # ADAMCORE_ERROR_UNAVAILABLE
     assert lines[0].startswith(unavailable + " ") and "without the CUDA backend" in lines[0]
-    assert lines[1:] == [unavailable, unavailable]
+    assert lines[1:] == [unavailable, unavailable, unavailable]
 
 
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
@@ -162,10 +166,11 @@ class _FakeCuda:
 
         self.CudaPlan = CudaPlan
 
-    def adam_step(self, params, grads, m, v, vmax, index, hparams, check_finite, stream):
+    def adam_step(self, params, grads, m, v, vmax, index, hparams, check_finite, stream, **lowp):
         assert not any(getattr(p, "requires_grad", False) for p in params)  # exported detached
         self.calls.append(("adam_step", [p.data_ptr() for p in params], list(index), len(vmax),
                            stream))
+        self.lowp = lowp
 
     def first_nonfinite(self, arrays, stream):
         torch = pytest.importorskip("torch")
@@ -193,6 +198,21 @@ def test_backend_run_hands_over_detached_params_and_the_stream(fake_backend):
     (name, pointers, index, n_max, stream), = fake.calls
     assert name == "adam_step" and stream == 1234
     assert pointers == [p.data_ptr(), q.data_ptr()] and index == [0, 1] and n_max == 2
+    assert fake.lowp == {}  # the default modes pass no compensations or seeds
+
+    # the low-precision modes: each tensor's compensation and seed reach adamcore._cuda
+    comp = torch.zeros(3, dtype=torch.bfloat16)
+    tensors = [_dispatch.StepTensor(p, torch.ones(3), torch.zeros(3), torch.zeros(3), None, 0,
+                                    comp, 7),
+               _dispatch.StepTensor(q, torch.ones(4), torch.zeros(4), torch.zeros(4), None, 0,
+                                    None, 8)]
+    backend.run(tensors, [None])
+    assert fake.lowp["compensations"][0] is comp and fake.lowp["compensations"][1] is None
+    assert fake.lowp["seeds"] == [7, 8]
+    # and the general step sends such tensors to the CUDA backend, not the reference path
+    from adamcore import _lowp
+
+    assert _lowp.backend_for(backend, tensors[0]) is backend
 
 
 def test_plan_rebuilds_when_a_torch_param_swaps_its_storage(fake_backend):

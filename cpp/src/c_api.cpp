@@ -88,6 +88,12 @@ std::vector<TensorRef> tensor_refs(const adamcore_tensor* tensors, size_t count,
 }
 
 }  // namespace
+
+std::vector<TensorRef> capi::c_tensor_refs(const adamcore_tensor* tensors, size_t count,
+                                           std::vector<int64_t>& lengths) {
+    return tensor_refs(tensors, count, lengths);
+}
+
 }  // namespace adamcore
 
 extern "C" {

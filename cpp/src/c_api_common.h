@@ -15,6 +15,11 @@ namespace adamcore::capi {
 
 inline thread_local std::string last_error;
 
+// adamcore_tensor descriptors as TensorRefs, NULL required arrays refused (c_api.cpp); lengths
+// holds each n (the shapes point there).
+std::vector<TensorRef> c_tensor_refs(const adamcore_tensor* tensors, size_t count,
+                                     std::vector<int64_t>& lengths);
+
 inline int error_code(ErrorKind kind) {
     switch (kind) {
         case ErrorKind::invalid_value: return ADAMCORE_ERROR_INVALID_VALUE;

@@ -32,21 +32,30 @@ void require_cuda() {
 #endif
 }
 
+// How a CUDA entry point names its arrays in errors.
+enum class Naming { single, multi, tensors };
+
 // The CUDA backend's step: every non-empty array must be device memory of one device.
 struct CudaRun {
     void* stream;
-    bool multi;  // names arrays as the multi-tensor call does: params[3]
+    Naming naming;  // "grad", "grads[3]" (multi-tensor) or "tensors[3].grad" (adamcore_tensor)
     void operator()(const TensorRef* tensors, size_t count, const adamcore_hparams* hp) const {
 #if defined(ADAMCORE_WITH_CUDA)
         int device = -1;
         std::string first;
         const bool amsgrad = hp->flags & ADAMCORE_AMSGRAD;
+        const bool kahan = hp->flags & ADAMCORE_KAHAN_SUMMATION;
         for (size_t i = 0; i < count; ++i) {
             const TensorRef& t = tensors[i];
             if (t.param.shape[0] == 0) continue;
-            for_each_array(t, amsgrad, [&](const ArrayRef& array, const char* array_name) {
-                const std::string name = multi ? std::string(array_name) + "s[" + std::to_string(i) + "]"
-                                               : std::string(array_name);
+            auto visit = [&](const ArrayRef& array, const char* array_name) {
+                // a missing max_exp_avg_sq or compensation of a tensor struct: validation says so
+                if (naming == Naming::tensors && !array.data) return;
+                const std::string index = std::to_string(i);
+                const std::string name =
+                    naming == Naming::multi     ? std::string(array_name) + "s[" + index + "]"
+                    : naming == Naming::tensors ? "tensors[" + index + "]." + array_name
+                                                : std::string(array_name);
                 const int d = cuda::device_of_pointer(array.data);
                 if (d < 0) invalid(name + " is not CUDA device memory");
                 if (device < 0) {
@@ -56,7 +65,9 @@ struct CudaRun {
                     invalid(name + " is on CUDA device " + std::to_string(d) + " but " + first +
                             " is on device " + std::to_string(device));
                 }
-            });
+            };
+            for_each_array(t, amsgrad, visit);
+            if (kahan && t.has_compensation) visit(t.compensation, "compensation");
         }
         if (device < 0) return;  // nothing to do
         cuda::adam_step(tensors, count, hp, 1, false, device, stream);
@@ -88,7 +99,7 @@ int adamcore_cuda_adam_step_f32(float* param, const float* grad, float* exp_avg,
     const int rc = adamcore::capi::guarded(adamcore::require_cuda);
     if (rc != ADAMCORE_OK) return rc;
     return adamcore::capi::single_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, n, hp,
-                                       adamcore::CudaRun{stream, false});
+                                       adamcore::CudaRun{stream, adamcore::Naming::single});
 }
 
 int adamcore_cuda_adam_step_f64(double* param, const double* grad, double* exp_avg,
@@ -97,7 +108,7 @@ int adamcore_cuda_adam_step_f64(double* param, const double* grad, double* exp_a
     const int rc = adamcore::capi::guarded(adamcore::require_cuda);
     if (rc != ADAMCORE_OK) return rc;
     return adamcore::capi::single_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, n, hp,
-                                       adamcore::CudaRun{stream, false});
+                                       adamcore::CudaRun{stream, adamcore::Naming::single});
 }
 
 int adamcore_cuda_adam_step_multi_f32(float* const* params, const float* const* grads,
@@ -107,7 +118,29 @@ int adamcore_cuda_adam_step_multi_f32(float* const* params, const float* const* 
     const int rc = adamcore::capi::guarded(adamcore::require_cuda);
     if (rc != ADAMCORE_OK) return rc;
     return adamcore::capi::multi_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
-                                      lengths, count, hp, adamcore::CudaRun{stream, true});
+                                      lengths, count, hp,
+                                      adamcore::CudaRun{stream, adamcore::Naming::multi});
+}
+
+int adamcore_cuda_adam_step_tensors(const adamcore_tensor* tensors, size_t count,
+                                    const adamcore_hparams* hp, void* stream) {
+    const int rc = adamcore::capi::guarded(adamcore::require_cuda);
+    if (rc != ADAMCORE_OK) return rc;
+#if defined(ADAMCORE_WITH_CUDA)  // (c_tensor_refs lives in c_api.cpp, linked with the backend)
+    return adamcore::capi::guarded([&] {
+        if (!hp) adamcore::capi::invalid("hp is NULL");
+        std::vector<int64_t> lengths;
+        const std::vector<adamcore::TensorRef> refs =
+            adamcore::capi::c_tensor_refs(tensors, count, lengths);
+        adamcore::CudaRun{stream, adamcore::Naming::tensors}(refs.data(), refs.size(), hp);
+    });
+#else
+    (void)tensors;
+    (void)count;
+    (void)hp;
+    (void)stream;
+    return rc;
+#endif
 }
 
 }  // extern "C"

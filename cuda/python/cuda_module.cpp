@@ -118,14 +118,19 @@ private:
 void adam_step(std::vector<Array> params, const std::vector<ReadOnlyArray>& grads,
                std::vector<Array> exp_avgs, std::vector<Array> exp_avg_sqs,
                std::vector<std::optional<Array>> max_exp_avg_sqs, std::vector<size_t> hparams_index,
-               const std::vector<HParamsTuple>& hparams_in, bool check_finite, uintptr_t stream) {
+               const std::vector<HParamsTuple>& hparams_in, bool check_finite, uintptr_t stream,
+               const std::vector<std::optional<Array>>& compensations,
+               const std::vector<uint64_t>& seeds) {
     const size_t n = params.size();
     check_count(grads.size(), n, "grads");
     check_plan_counts(n, exp_avgs.size(), exp_avg_sqs.size(), max_exp_avg_sqs.size(),
                       hparams_index.size());
+    if (!compensations.empty()) check_count(compensations.size(), n, "compensations");
+    if (!seeds.empty()) check_count(seeds.size(), n, "seeds");
     Importer importer;
-    const std::vector<TensorRef> tensors = import_tensors(
-        params, &grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, hparams_index, importer.adder());
+    const std::vector<TensorRef> tensors =
+        import_tensors(params, &grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, hparams_index,
+                       importer.adder(), &compensations, &seeds);
     const std::vector<adamcore_hparams> hparams = to_hparams(hparams_in);
     nb::gil_scoped_release release;
     cuda::adam_step(tensors.data(), n, hparams.data(), hparams.size(), check_finite,
@@ -199,9 +204,12 @@ NB_MODULE(_cuda, m) {
     m.def("adam_step", &adam_step, "params"_a.noconvert(), "grads"_a.noconvert(),
           "exp_avgs"_a.noconvert(), "exp_avg_sqs"_a.noconvert(), "max_exp_avg_sqs"_a.noconvert(),
           "hparams_index"_a, "hparams"_a, "check_finite"_a, "stream"_a,
+          "compensations"_a.noconvert() = std::vector<std::optional<Array>>{},
+          "seeds"_a = std::vector<uint64_t>{},
           "One step over all tensors (CUDA arrays of one device), enqueued on stream: validates "
           "everything, then launches; returns without waiting for the GPU. Arguments as "
-          "adamcore._core.adam_step, plus the stream (a cudaStream_t as int, 0 the default).");
+          "adamcore._core.adam_step (state dtypes, compensations and seeds included), plus the "
+          "stream (a cudaStream_t as int, 0 the default).");
 
     m.def("first_nonfinite", &first_nonfinite, "arrays"_a.noconvert(), "stream"_a,
           "Index of the first array holding inf or NaN, or -1; waits for the check on stream.");

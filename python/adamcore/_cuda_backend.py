@@ -91,6 +91,7 @@ class CudaNative(Backend):
     """CuPy arrays and torch CUDA tensors, one launch per dtype pair and device."""
 
     name = "cuda"
+    lowp = True  # runs the low-precision modes natively (_lowp.backend_for)
 
     def __init__(self, module):
         self.cuda = module
@@ -123,6 +124,13 @@ class CudaNative(Backend):
         for (lib, device), idx in _same_device_groups(tensors).items():
             ts = [tensors[i] for i in idx]
             max_sqs = [t.max_exp_avg_sq for t in ts]
+            comps = [t.compensation for t in ts]
+            seeds = [t.seed for t in ts]
+            lowp = {}  # the low-precision modes' buffers and random streams, where used
+            if any(c is not None for c in comps):
+                lowp["compensations"] = comps
+            if any(seeds):
+                lowp["seeds"] = seeds
             self.cuda.adam_step(
                 [_exportable(t.param) for t in ts],
                 [_exportable(t.grad) for t in ts],
@@ -133,6 +141,7 @@ class CudaNative(Backend):
                 hparams,
                 False,
                 _current_stream(lib, device),
+                **lowp,
             )
             if lib == "torch":
                 bump_versions(written_tensors(ts))

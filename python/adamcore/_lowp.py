@@ -152,8 +152,9 @@ def numpy_bfloat16(tensor) -> bool:
 
 def backend_for(backend, tensor):
     """The backend of a tensor whose group uses a low-precision option: the C++ CPU core (NumPy
-    without bfloat16 arrays, torch on the CPU) or the reference path, which implements the same
-    modes bit for bit (every other library and device)."""
+    without bfloat16 arrays, torch on the CPU), a backend that runs the modes natively (``lowp``:
+    the CUDA kernels, for CuPy arrays and torch CUDA tensors) or the reference path, which
+    implements the same modes bit for bit (every other library and device)."""
     from ._dispatch import CPU, REFERENCE
 
     if backend is CPU and not numpy_bfloat16(tensor):

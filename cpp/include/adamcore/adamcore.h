@@ -239,6 +239,13 @@ ADAMCORE_API int adamcore_cuda_adam_step_multi_f32(float *const *params, const f
                                                    const int64_t *lengths, size_t count,
                                                    const adamcore_hparams *hp, void *stream);
 
+/* adamcore_adam_step_tensors on device pointers (the adamcore_tensor array itself is in host
+ * memory), every array, compensations included, on one device; one launch per (param, grad,
+ * state) combination and rounding mode, enqueued on stream (as above). The same dtypes, flags,
+ * compensations and seeds as on the CPU give the same bits. */
+ADAMCORE_API int adamcore_cuda_adam_step_tensors(const adamcore_tensor *tensors, size_t count,
+                                                 const adamcore_hparams *hp, void *stream);
+
 #ifdef __cplusplus
 }
 #endif
