@@ -18,6 +18,7 @@
 #include "adamcore/adamcore.h"
 #include "adamcore/core.hpp"
 #include "binding_common.hpp"
+#include "numpy_layout.hpp"
 #include "../src/cpu_step_testing.h"
 #include "../src/cpu_norm.h"
 
@@ -61,6 +62,16 @@ public:
                           check_finite);
         }
         for (TensorRef& t : tensors_) t.grad = ArrayRef{};  // the grads are not held past the call
+    }
+
+    // True while every param is still a writeable NumPy array over the memory, shape, strides
+    // and dtype this plan imported (NumPy lets a caller change the shape, strides and flags of
+    // an array in place): the steady path's check of its params, one call for all of them.
+    bool holds(const nb::list& params) const {
+        if (params.size() != tensors_.size()) return false;
+        for (size_t i = 0; i < tensors_.size(); ++i)
+            if (!numpy_matches(params[i].ptr(), tensors_[i].param)) return false;
+        return true;
     }
 
     size_t size() const { return tensors_.size(); }
@@ -135,6 +146,9 @@ NB_MODULE(_core, m) {
              "params"_a.noconvert(), "exp_avgs"_a.noconvert(), "exp_avg_sqs"_a.noconvert(),
              "max_exp_avg_sqs"_a.noconvert(), "hparams_index"_a)
         .def("step", &CpuPlan::step, "grads"_a.noconvert(), "hparams"_a, "check_finite"_a = false)
+        .def("holds", &CpuPlan::holds, "params"_a,
+             "Whether each param is still a writeable NumPy array over the memory, shape, "
+             "strides and dtype imported (False for anything else).")
         .def("__len__", &CpuPlan::size);
 
     m.def("adam_step", &adam_step, "params"_a.noconvert(), "grads"_a.noconvert(),

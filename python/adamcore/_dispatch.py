@@ -103,10 +103,12 @@ class CpuNative(Backend):
         return None
 
     def make_plan(self, tensors):
+        """The core's CpuPlan over NumPy arrays; over torch CPU tensors, the same plan taking
+        the grads as DLPack capsules. Mixed libraries: none."""
         if all(type(t.param) is _ndarray for t in tensors):
             return self._core_plan(tensors)
         if all(_arrays.library(t.param) == "torch" for t in tensors):
-            return _TorchCpuPlan(self, tensors)
+            return _TorchGrads(self._core_plan(tensors))
         return None
 
     def _core_plan(self, tensors):
@@ -116,46 +118,20 @@ class CpuNative(Backend):
                                  list(exp_avg_sqs), list(max_sqs) if has_max else [], list(index))
 
 
-class _TorchCpuPlan:
-    """A steady-state plan over torch CPU tensors.
+class _TorchGrads:
+    """The core's CpuPlan over torch CPU tensors: grads go to it as DLPack capsules (torch's
+    ``Tensor.__dlpack__`` costs about 4 us a call, ``to_dlpack`` well under 1)."""
 
-    A torch tensor can swap its storage under the same object (``p.data = ...``,
-    ``share_memory_()``) or change its shape in place (``resize_``), which the steady path's
-    identity checks do not see: the plan compares the data pointers of the params and of the
-    state tensors, and the params' shapes, before each step and rebuilds its core plan when one
-    changed (the core then checks the grads against the new shapes). Grads go to the core as
-    DLPack capsules (torch's ``Tensor.__dlpack__`` costs about 4 us a call, ``to_dlpack`` well
-    under 1). Every tensor written gets its autograd version bumped, as an in-place op would.
-    """
-
-    def __init__(self, backend, tensors):
+    def __init__(self, plan):
         from torch.utils.dlpack import to_dlpack
 
-        self.backend = backend
-        self.tensors = tensors
+        self.plan = plan
         self.to_dlpack = to_dlpack
-        self.written = written_tensors(tensors)
-        self.pointers = self._pointers()
-        self.native = backend._core_plan(tensors)
 
-    def _pointers(self) -> list:
-        return [t.param.shape for t in self.tensors] + [x.data_ptr() for x in self.written]
-
-    def step(self, grads, hparams, check_finite: bool) -> bool:
-        """Steps and returns True, or returns False having written nothing (then the general
-        step runs and raises the detailed error, if there is one)."""
-        try:
-            pointers = self._pointers()
-            if pointers != self.pointers:
-                self.native = self.backend._core_plan(self.tensors)
-                self.pointers = pointers
-            to_dlpack = self.to_dlpack
-            self.native.step([to_dlpack(g.detach() if g.requires_grad else g) for g in grads],
-                             hparams, check_finite)
-        except (TypeError, ValueError, BufferError, RuntimeError):
-            return False
-        bump_versions(self.written)
-        return True
+    def step(self, grads, hparams, check_finite: bool) -> None:
+        to_dlpack = self.to_dlpack
+        self.plan.step([to_dlpack(g.detach() if g.requires_grad else g) for g in grads],
+                       hparams, check_finite)
 
 
 def written_tensors(tensors) -> list:
