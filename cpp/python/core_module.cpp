@@ -112,6 +112,42 @@ void scale(const std::vector<Array>& arrays, double factor) {
     cpu_scale(refs.data(), refs.size(), factor);
 }
 
+// The steady plan's checks over the optimizer's state dicts (adamcore/_steady.py), at C speed:
+// in Python each lookup costs ~70 ns, 300 of them a fifth of a 100-tensor step on two threads.
+// True where every dict is a dict whose entries under keys are, in order, the objects expected.
+bool same_items(const nb::list& dicts, const nb::tuple& keys, const nb::list& expected) {
+    const size_t n = dicts.size(), k = keys.size();
+    if (expected.size() != n * k) return false;
+    for (size_t i = 0; i < n; ++i) {
+        PyObject* d = dicts[i].ptr();
+        if (!PyDict_Check(d)) return false;
+        for (size_t j = 0; j < k; ++j) {
+            PyObject* value = PyDict_GetItemWithError(d, keys[j].ptr());  // borrowed
+            if (value == nullptr) {
+                if (PyErr_Occurred()) throw nb::python_error();
+                return false;
+            }
+            if (value != expected[i * k + j].ptr()) return false;
+        }
+    }
+    return true;
+}
+
+// d[key] += 1 for every dict, each value a Python int (the step counters of adamcore.Adam).
+void increment(const nb::list& dicts, const nb::str& key) {
+    for (nb::handle d : dicts) {
+        PyObject* value = PyDict_Check(d.ptr()) ? PyDict_GetItemWithError(d.ptr(), key.ptr())
+                                                : nullptr;
+        if (value == nullptr) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "step");
+            throw nb::python_error();
+        }
+        nb::object next = nb::steal(PyNumber_Add(value, nb::int_(1).ptr()));
+        if (!next.is_valid() || PyDict_SetItem(d.ptr(), key.ptr(), next.ptr()) != 0)
+            throw nb::python_error();
+    }
+}
+
 using Contiguous = nb::ndarray<float, nb::c_contig, nb::device::cpu>;
 using ReadOnlyContiguous = nb::ndarray<const float, nb::c_contig, nb::device::cpu>;
 
@@ -159,6 +195,11 @@ NB_MODULE(_core, m) {
           "max_exp_avg_sqs may be empty, or hold None for tensors without amsgrad; "
           "hparams_index (one per tensor, or empty for all 0) selects each tensor's hparams, "
           "a tuple (lr, beta1, beta2, eps, weight_decay, max_lr, step, flags).");
+
+    nb::module_ steady = m.def_submodule("_steady", "The steady plan's checks of state dicts.");
+    steady.def("same_items", &same_items, "dicts"_a, "keys"_a, "expected"_a,
+               "Whether the entries under keys of every dict are, in order, the expected objects.");
+    steady.def("increment", &increment, "dicts"_a, "key"_a, "d[key] += 1 for every dict.");
 
     m.def("first_nonfinite", &first_nonfinite, "arrays"_a.noconvert(),
           "Index of the first array holding inf or NaN, or -1 when all are finite.");
