@@ -66,11 +66,14 @@ public:
 
     // True while every param is still a writeable NumPy array over the memory, shape, strides
     // and dtype this plan imported (NumPy lets a caller change the shape, strides and flags of
-    // an array in place): the steady path's check of its params, one call for all of them.
-    bool holds(const nb::list& params) const {
-        if (params.size() != tensors_.size()) return false;
+    // an array in place), and every grad is a NumPy array: the steady path's check of a step's
+    // arrays, one call for all of them (the core checks the grads' shapes and dtypes).
+    bool holds(const nb::list& params, const nb::list& grads) const {
+        if (params.size() != tensors_.size() || grads.size() != tensors_.size()) return false;
         for (size_t i = 0; i < tensors_.size(); ++i)
-            if (!numpy_matches(params[i].ptr(), tensors_[i].param)) return false;
+            if (!numpy_matches(params[i].ptr(), tensors_[i].param) ||
+                !PyObject_TypeCheck(grads[i].ptr(), ndarray_type()))
+                return false;
         return true;
     }
 
@@ -133,8 +136,10 @@ bool same_items(const nb::list& dicts, const nb::tuple& keys, const nb::list& ex
     return true;
 }
 
-// d[key] += 1 for every dict, each value a Python int (the step counters of adamcore.Adam).
-void increment(const nb::list& dicts, const nb::str& key) {
+// d[key] += 1 for every dict, each value a Python int (the step counters of adamcore.Adam);
+// returns the new values (the objects now in the dicts, for same_items to compare).
+nb::list increment(const nb::list& dicts, const nb::str& key) {
+    nb::list out;
     for (nb::handle d : dicts) {
         PyObject* value = PyDict_Check(d.ptr()) ? PyDict_GetItemWithError(d.ptr(), key.ptr())
                                                 : nullptr;
@@ -145,7 +150,9 @@ void increment(const nb::list& dicts, const nb::str& key) {
         nb::object next = nb::steal(PyNumber_Add(value, nb::int_(1).ptr()));
         if (!next.is_valid() || PyDict_SetItem(d.ptr(), key.ptr(), next.ptr()) != 0)
             throw nb::python_error();
+        out.append(next);
     }
+    return out;
 }
 
 using Contiguous = nb::ndarray<float, nb::c_contig, nb::device::cpu>;
@@ -182,9 +189,9 @@ NB_MODULE(_core, m) {
              "params"_a.noconvert(), "exp_avgs"_a.noconvert(), "exp_avg_sqs"_a.noconvert(),
              "max_exp_avg_sqs"_a.noconvert(), "hparams_index"_a)
         .def("step", &CpuPlan::step, "grads"_a.noconvert(), "hparams"_a, "check_finite"_a = false)
-        .def("holds", &CpuPlan::holds, "params"_a,
+        .def("holds", &CpuPlan::holds, "params"_a, "grads"_a,
              "Whether each param is still a writeable NumPy array over the memory, shape, "
-             "strides and dtype imported (False for anything else).")
+             "strides and dtype imported, and each grad a NumPy array.")
         .def("__len__", &CpuPlan::size);
 
     m.def("adam_step", &adam_step, "params"_a.noconvert(), "grads"_a.noconvert(),
@@ -199,7 +206,7 @@ NB_MODULE(_core, m) {
     nb::module_ steady = m.def_submodule("_steady", "The steady plan's checks of state dicts.");
     steady.def("same_items", &same_items, "dicts"_a, "keys"_a, "expected"_a,
                "Whether the entries under keys of every dict are, in order, the expected objects.");
-    steady.def("increment", &increment, "dicts"_a, "key"_a, "d[key] += 1 for every dict.");
+    steady.def("increment", &increment, "dicts"_a, "key"_a, "d[key] += 1 for every dict; returns the new values.");
 
     m.def("first_nonfinite", &first_nonfinite, "arrays"_a.noconvert(),
           "Index of the first array holding inf or NaN, or -1 when all are finite.");

@@ -58,21 +58,19 @@ _WITH_MAX = operator.itemgetter("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 class IntSteps:
     """Step counters kept as Python ints in the state dicts (adamcore.Adam)."""
 
-    _get = operator.itemgetter("step")
-
     def __init__(self, states: list[dict]):
-        self.values = list(map(self._get, states))
+        self.values = [s["step"] for s in states]  # the very objects: compared by identity
 
     @classmethod
     def count(cls, state: dict) -> int:
         return state["step"]
 
     def unchanged(self, states: list[dict]) -> bool:
-        return list(map(self._get, states)) == self.values
+        # a counter set to an equal but new int also ends the plan: the general step is right
+        return _same_items(states, ("step",), self.values)
 
     def advance(self, states: list[dict]) -> None:
-        _core._steady.increment(states, "step")  # s["step"] += 1, in one native call
-        self.values = list(map(self._get, states))
+        self.values = _core._steady.increment(states, "step")  # s["step"] += 1, one call
 
 
 class TensorSteps:
@@ -180,9 +178,10 @@ class SteadyPlan:
         """One step through the native plan: True, or False having written nothing where
         something changed (then the front end runs the general step). ``plain`` turns a group
         into plain numbers first (torch allows tensors for lr and betas)."""
-        types = self.grad_types
-        if len(grads) != len(types) or not all(map(_is, map(type, grads), types)):
-            return False
+        if not self.numpy:  # NumPy grads are checked by the native plan (holds)
+            types = self.grad_types
+            if len(grads) != len(types) or not all(map(_is, map(type, grads), types)):
+                return False
         if len(params) != len(self.params) or not all(map(_is, params, self.params)):
             return False
         if not all(map(_is, states, self.states)):
@@ -211,8 +210,9 @@ class SteadyPlan:
         if self.torch:
             if self._pointers() != self.pointers or list(map(_shape, params)) != self.shapes:
                 return False  # storage swapped (p.data = ..., share_memory_()) or resized
-        elif self.numpy and not self.native.holds(params if type(params) is list else list(params)):
-            return False  # a NumPy param reshaped, restrided or made read-only in place
+        elif self.numpy and not self.native.holds(params if type(params) is list else list(params),
+                                                  grads if type(grads) is list else list(grads)):
+            return False  # a NumPy param reshaped, restrided or made read-only; a grad not NumPy
         _memory.claim(self.claimed, "step()")
         try:
             self.native.step(grads, hparams, self.check_finite)
