@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def fresh_probe():
     """Forgets the probed backend before and after the test."""
     _cuda_backend.probe.cache_clear()
-    _dispatch._cuda_cache.clear()
+    _dispatch.BACKENDS.forget("cuda")
     yield
     _cuda_backend.probe.cache_clear()
-    _dispatch._cuda_cache.clear()
+    _dispatch.BACKENDS.forget("cuda")
 
 
 def test_probe_agrees_with_dispatch_and_info():

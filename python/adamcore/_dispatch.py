@@ -192,11 +192,40 @@ def _outside_autograd(x):
     return x.detach() if getattr(x, "requires_grad", False) and type(x) is not _ndarray else x
 
 
+_by_type: dict[type, Backend] = {}  # backend_for's answers, by array type
+
+
+class Registry:
+    """The backends the engine steps arrays with, by name: each registers a loader, called once
+    on first use (the CUDA and JAX backends import their native modules only then); a loader
+    that returns None says the backend cannot run here (not built, no GPU)."""
+
+    def __init__(self):
+        self._loaders: dict[str, object] = {}
+        self._loaded: dict[str, Backend | None] = {}
+
+    def register(self, name: str, loader) -> None:
+        self._loaders[name] = loader
+        self.forget(name)
+
+    def get(self, name: str) -> Backend | None:
+        if name not in self._loaded:
+            loader = self._loaders.get(name)
+            self._loaded[name] = loader() if loader is not None else None
+        return self._loaded[name]
+
+    def forget(self, name: str) -> None:
+        """Loads the backend afresh at its next use (tests: a probe under other conditions)."""
+        self._loaded.pop(name, None)
+        _by_type.clear()
+
+
 REFERENCE = Reference()
 CPU = CpuNative(_core)
-
-_by_type: dict[type, Backend] = {}
-
+BACKENDS = Registry()
+BACKENDS.register("cpu", lambda: CPU)
+BACKENDS.register("reference", lambda: REFERENCE)
+# "cuda" (_cuda_backend.py) and "jax" (_engine.py) register themselves
 
 def backend_for(x) -> Backend:
     """The backend of an array, by library and device."""
@@ -216,22 +245,13 @@ def backend_for(x) -> Backend:
         backend = _by_type[type(x)] = cuda_backend() or REFERENCE
         return backend
     if lib == "jax":
-        # the C++ core as an XLA FFI call, where adamcore._jax_ffi was built (imported lazily)
-        from . import _jax_backend
-
-        backend = _by_type[type(x)] = _jax_backend.load() or REFERENCE
+        # the C++ core as an XLA FFI call, where adamcore._jax_ffi was built
+        backend = _by_type[type(x)] = BACKENDS.get("jax") or REFERENCE
         return backend
     backend = _by_type[type(x)] = REFERENCE
     return backend
 
 
-_cuda_cache: list = []  # [the CUDA backend or None], once probed
-
-
 def cuda_backend() -> Backend | None:
     """The CUDA backend, or None where adamcore._cuda is not built or sees no GPU."""
-    if not _cuda_cache:
-        from ._cuda_backend import load  # imports adamcore._cuda only now, and never fails
-
-        _cuda_cache.append(load())
-    return _cuda_cache[0]
+    return BACKENDS.get("cuda")
