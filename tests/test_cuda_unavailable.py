@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def fresh_probe():
     """Forgets the probed backend before and after the test."""
     _cuda_backend.probe.cache_clear()
-    _dispatch._cuda_cache.clear()
+    _dispatch.BACKENDS.forget("cuda")
     yield
     _cuda_backend.probe.cache_clear()
-    _dispatch._cuda_cache.clear()
+    _dispatch.BACKENDS.forget("cuda")
 
 
 def test_probe_agrees_with_dispatch_and_info():
@@ -215,27 +215,43 @@ def test_backend_run_hands_over_detached_params_and_the_stream(fake_backend):
     assert _lowp.backend_for(backend, tensors[0]) is backend
 
 
-def test_plan_rebuilds_when_a_torch_param_swaps_its_storage(fake_backend):
+def test_steady_plan_rebuilds_when_a_torch_param_swaps_its_storage(fake_backend, monkeypatch):
+    """The steady plan compares the torch params' data pointers before each step: a param
+    given new storage under the same object sends the step to the general path, which steps
+    one-shot and builds a new native plan over the new storage; storage no plan takes (strided)
+    keeps every step on the general path, check_finite included."""
     import torch
+    import adamcore.torch as at
+    from adamcore import _engine, _steady
 
     backend, fake = fake_backend
+    monkeypatch.setattr(_cuda_backend, "_device_key", lambda x: ("torch", 0))
+    monkeypatch.setattr(_steady, "backend_for", lambda x: backend)
+    monkeypatch.setattr(_engine, "backend_for", lambda x: backend)
     p = torch.nn.Parameter(torch.ones(3))
-    tensors = [_dispatch.StepTensor(p, None, torch.zeros(3), torch.zeros(3), None, 0)]
-    plan = backend.make_plan(tensors)
-    assert plan is not None
-    plan.step([torch.ones(3)], [(1e-3,) * 8], False)
-    p.data = torch.full((3,), 2.0)  # same object, new storage
-    plan.step([torch.ones(3)], [(1e-3,) * 8], True)
-    kinds = [c[0] for c in fake.calls]
-    assert kinds == ["plan", "plan.step", "plan", "plan.step"]
-    assert fake.calls[2][1] == [p.data_ptr()] and fake.calls[3][3:] == (True, 1234)
+    opt = at.Adam([p], lr=1e-3, check_finite=True)
 
-    # swapped for a storage no plan takes: this and later steps go one-shot, check_finite kept
-    p.data = torch.zeros(6)[::2]
+    def step(grad):
+        p.grad = grad
+        opt.step()
+
+    step(torch.ones(3))
+    step(torch.ones(3))
+    p.data = torch.full((3,), 2.0)  # same object, new storage
+    step(torch.ones(3))
+    step(torch.ones(3))
+    kinds = [c[0] for c in fake.calls]
+    assert kinds == ["adam_step", "plan", "plan.step", "adam_step", "plan", "plan.step"], kinds
+    assert fake.calls[3][1] == fake.calls[4][1] == [p.data_ptr()]
+    assert fake.calls[5][3:] == (True, 1234)  # check_finite and the caller's stream
+
+    p.data = torch.zeros(6)[::2]  # swapped for a storage no plan takes: general steps
     with pytest.raises(FloatingPointError, match="grad 0"):
-        plan.step([torch.tensor([1.0, float("nan"), 1.0])], [(1e-3,) * 8], True)
-    plan.step([torch.ones(3)], [(1e-3, 0.9, 0.999, 1e-8, 0.0, 1e-3, 1, 0)], True)
-    assert fake.calls[-1][0] == "adam_step" and fake.calls[-1][1] == [p.data_ptr()]
+        step(torch.tensor([1.0, float("nan"), 1.0]))
+    step(torch.ones(3))
+    step(torch.ones(3))
+    assert [c[0] for c in fake.calls[6:]] == ["adam_step", "adam_step"]
+    assert fake.calls[-1][1] == [p.data_ptr()] and opt._plan is None
 
 
 def test_make_plan_refuses_strided_params_and_two_devices(fake_backend, monkeypatch):

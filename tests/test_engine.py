@@ -258,14 +258,14 @@ def test_dropin_on_cuda_takes_the_steady_plan(monkeypatch):
     every step was a one-shot call that rebuilt and uploaded the work table."""
     torch = pytest.importorskip("torch")
     import adamcore.torch as at
-    from adamcore import _cuda_backend, _engine
+    from adamcore import _cuda_backend, _engine, _steady
     from test_cuda_unavailable import _FakeCuda
 
     fake = _FakeCuda()
     backend = _cuda_backend.CudaNative(fake)
     monkeypatch.setattr(_cuda_backend, "_current_stream", lambda lib, device: 1234)
     monkeypatch.setattr(_cuda_backend, "_device_key", lambda x: ("torch", 0))
-    monkeypatch.setattr(at, "backend_for", lambda x: backend)  # the drop-in's steady plan
+    monkeypatch.setattr(_steady, "backend_for", lambda x: backend)  # the steady plan
     monkeypatch.setattr(_engine, "backend_for", lambda x: backend)  # the general step
     params = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(5))]
     opt = at.AdamW(params, lr=0.1)

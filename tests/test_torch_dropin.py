@@ -344,13 +344,14 @@ def test_check_finite_switched_on_while_the_plan_is_in_use():
 def test_reference_backend_route_for_torch_tensors(monkeypatch):
     """Where no CUDA backend is built, torch CUDA tensors take the Reference backend: run that
     route on CPU tensors (which require grad) and compare with the core."""
-    from adamcore import _dispatch
+    from adamcore import _dispatch, _engine, _steady
     import adamcore.torch as at
 
     a, b = _mlp(), _mlp()
     ours = at.AdamW(a.parameters(), lr=1e-2, amsgrad=True)
     native = at.AdamW(b.parameters(), lr=1e-2, amsgrad=True)
-    monkeypatch.setattr(at, "backend_for", lambda x: _dispatch.REFERENCE)
+    for module in (_engine, _steady):  # the general step and the steady plan's backend choice
+        monkeypatch.setattr(module, "backend_for", lambda x: _dispatch.REFERENCE)
     _train(a, ours, range(5))
     monkeypatch.undo()
     _train(b, native, range(5))

@@ -41,6 +41,9 @@ class CpuPlan:
                  seeds: Sequence[int] = ...) -> None: ...
     def step(self, grads: Sequence[_DLPackArray], hparams: Sequence[_HParams],
              check_finite: bool = False) -> None: ...
+    def holds(self, params: list[object], grads: list[object]) -> bool:
+        """Whether each param is still a writeable NumPy array over the memory, shape,
+        strides and dtype imported, and each grad a NumPy array."""
     def __len__(self) -> int: ...
 
 def adam_step(params: Sequence[_DLPackArray], grads: Sequence[_DLPackArray],

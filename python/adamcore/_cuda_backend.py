@@ -14,8 +14,8 @@ from __future__ import annotations
 import functools
 import importlib
 
-from . import _arrays, _engine, _hparams
-from ._dispatch import Backend, StepTensor, _exportable, bump_versions, written_tensors
+from . import _arrays
+from ._dispatch import BACKENDS, Backend, StepTensor, _exportable, bump_versions, written_tensors
 
 
 @functools.cache
@@ -37,6 +37,10 @@ def load() -> CudaNative | None:
     """The backend, or None where adamcore._cuda is missing or sees no GPU."""
     module, reason = probe()
     return CudaNative(module) if module is not None and not reason else None
+
+
+# looked up at each load, so a test can stand in for load()
+BACKENDS.register("cuda", lambda: load())
 
 
 def info_lines() -> list[str]:
@@ -148,67 +152,35 @@ class CudaNative(Backend):
         return None
 
     def make_plan(self, tensors: list[StepTensor]):
+        """The native plan over one device's params (its work table built and uploaded once),
+        or None for params on several devices or not dense (the general step takes them)."""
         groups = _same_device_groups(tensors)
         if len(groups) != 1:
             return None
         (lib, device), = groups
+        max_sqs = [t.max_exp_avg_sq for t in tensors]
         try:
-            return _Plan(self, tensors, lib, device)
-        except ValueError:  # a param or state that is not dense: the general step takes it
+            plan = self.cuda.CudaPlan(
+                [_exportable(t.param) for t in tensors],
+                [t.exp_avg for t in tensors],
+                [t.exp_avg_sq for t in tensors],
+                max_sqs if any(m is not None for m in max_sqs) else [],
+                [t.hparams_index for t in tensors],
+            )
+        except ValueError:  # a param or state that is not dense
             return None
+        return _StreamSteps(plan, lib, device)
 
 
-class _Plan:
-    """The optimizer's steady-state plan over one device's params (see _optimizer._SteadyState).
+class _StreamSteps:
+    """The CUDA backend's native plan, as the steady plan (_steady.py) calls it: each step
+    exports the grads and launches once, on the caller's current stream of the device."""
 
-    A torch tensor can swap its storage under the same object (``p.data = ...``,
-    ``share_memory_()``) or change its shape in place, which the steady path's identity checks
-    do not see; so for torch the plan compares the params' shapes and the data pointers of the
-    params and state tensors before each step and rebuilds its native plan when one changed.
-    Every torch tensor written gets its autograd version bumped, as an in-place op would.
-    """
-
-    def __init__(self, backend, tensors, lib, device):
-        self.backend = backend
+    def __init__(self, plan, lib: str, device: int):
+        self.plan = plan
         self.lib = lib
         self.device = device
-        self.tensors = tensors
-        self.written = written_tensors(tensors) if lib == "torch" else None
-        self.native = self._build()
-        self.pointers = self._pointers() if lib == "torch" else None
-
-    def _build(self):
-        ts = self.tensors
-        max_sqs = [t.max_exp_avg_sq for t in ts]
-        return self.backend.cuda.CudaPlan(
-            [_exportable(t.param) for t in ts],
-            [t.exp_avg for t in ts],
-            [t.exp_avg_sq for t in ts],
-            max_sqs if any(m is not None for m in max_sqs) else [],
-            [t.hparams_index for t in ts],
-        )
-
-    def _pointers(self) -> list:
-        return [t.param.shape for t in self.tensors] + [x.data_ptr() for x in self.written]
 
     def step(self, grads, hparams, check_finite: bool) -> None:
-        if self.pointers is not None:
-            pointers = self._pointers()
-            if pointers != self.pointers:
-                self.pointers = pointers
-                try:
-                    self.native = self._build()
-                except ValueError:  # swapped for a storage no plan takes: step one-shot
-                    self.native = None
-        if self.native is None:
-            if check_finite:
-                bad = self.backend.first_nonfinite(list(grads))
-                if bad >= 0:
-                    raise FloatingPointError(_engine.nonfinite_message(bad))
-            self.backend.run([t._replace(grad=g) for t, g in zip(self.tensors, grads)],
-                             [_hparams.StepHParams(*h) for h in hparams])
-            return
-        self.native.step([_exportable(g) for g in grads], hparams, check_finite,
-                         _current_stream(self.lib, self.device))
-        if self.written is not None:
-            bump_versions(self.written)
+        self.plan.step([_exportable(g) for g in grads], hparams, check_finite,
+                       _current_stream(self.lib, self.device))

@@ -108,12 +108,14 @@ class CpuNative(Backend):
         return None
 
     def make_plan(self, tensors):
+        """The core's CpuPlan over NumPy arrays; over torch CPU tensors, the same plan taking
+        the grads as DLPack capsules. Mixed libraries: none."""
         if all(type(t.param) is _ndarray for t in tensors):
             if any(map(_lowp.numpy_bfloat16, tensors)):
                 return None  # NumPy cannot export bfloat16 (ml_dtypes): the reference path
             return self._core_plan(tensors)
         if all(_arrays.library(t.param) == "torch" for t in tensors):
-            return _TorchCpuPlan(self, tensors)
+            return _TorchGrads(self._core_plan(tensors))
         return None
 
     def _core_plan(self, tensors):
@@ -123,46 +125,20 @@ class CpuNative(Backend):
                                  list(exp_avg_sqs), list(max_sqs) if has_max else [], list(index))
 
 
-class _TorchCpuPlan:
-    """A steady-state plan over torch CPU tensors.
+class _TorchGrads:
+    """The core's CpuPlan over torch CPU tensors: grads go to it as DLPack capsules (torch's
+    ``Tensor.__dlpack__`` costs about 4 us a call, ``to_dlpack`` well under 1)."""
 
-    A torch tensor can swap its storage under the same object (``p.data = ...``,
-    ``share_memory_()``) or change its shape in place (``resize_``), which the steady path's
-    identity checks do not see: the plan compares the data pointers of the params and of the
-    state tensors, and the params' shapes, before each step and rebuilds its core plan when one
-    changed (the core then checks the grads against the new shapes). Grads go to the core as
-    DLPack capsules (torch's ``Tensor.__dlpack__`` costs about 4 us a call, ``to_dlpack`` well
-    under 1). Every tensor written gets its autograd version bumped, as an in-place op would.
-    """
-
-    def __init__(self, backend, tensors):
+    def __init__(self, plan):
         from torch.utils.dlpack import to_dlpack
 
-        self.backend = backend
-        self.tensors = tensors
+        self.plan = plan
         self.to_dlpack = to_dlpack
-        self.written = written_tensors(tensors)
-        self.pointers = self._pointers()
-        self.native = backend._core_plan(tensors)
 
-    def _pointers(self) -> list:
-        return [t.param.shape for t in self.tensors] + [x.data_ptr() for x in self.written]
-
-    def step(self, grads, hparams, check_finite: bool) -> bool:
-        """Steps and returns True, or returns False having written nothing (then the general
-        step runs and raises the detailed error, if there is one)."""
-        try:
-            pointers = self._pointers()
-            if pointers != self.pointers:
-                self.native = self.backend._core_plan(self.tensors)
-                self.pointers = pointers
-            to_dlpack = self.to_dlpack
-            self.native.step([to_dlpack(g.detach() if g.requires_grad else g) for g in grads],
-                             hparams, check_finite)
-        except (TypeError, ValueError, BufferError, RuntimeError):
-            return False
-        bump_versions(self.written)
-        return True
+    def step(self, grads, hparams, check_finite: bool) -> None:
+        to_dlpack = self.to_dlpack
+        self.plan.step([to_dlpack(g.detach() if g.requires_grad else g) for g in grads],
+                       hparams, check_finite)
 
 
 def written_tensors(tensors) -> list:
@@ -226,11 +202,40 @@ def _outside_autograd(x):
     return x.detach() if getattr(x, "requires_grad", False) and type(x) is not _ndarray else x
 
 
+_by_type: dict[type, Backend] = {}  # backend_for's answers, by array type
+
+
+class Registry:
+    """The backends the engine steps arrays with, by name: each registers a loader, called once
+    on first use (the CUDA and JAX backends import their native modules only then); a loader
+    that returns None says the backend cannot run here (not built, no GPU)."""
+
+    def __init__(self):
+        self._loaders: dict[str, object] = {}
+        self._loaded: dict[str, Backend | None] = {}
+
+    def register(self, name: str, loader) -> None:
+        self._loaders[name] = loader
+        self.forget(name)
+
+    def get(self, name: str) -> Backend | None:
+        if name not in self._loaded:
+            loader = self._loaders.get(name)
+            self._loaded[name] = loader() if loader is not None else None
+        return self._loaded[name]
+
+    def forget(self, name: str) -> None:
+        """Loads the backend afresh at its next use (tests: a probe under other conditions)."""
+        self._loaded.pop(name, None)
+        _by_type.clear()
+
+
 REFERENCE = Reference()
 CPU = CpuNative(_core)
-
-_by_type: dict[type, Backend] = {}
-
+BACKENDS = Registry()
+BACKENDS.register("cpu", lambda: CPU)
+BACKENDS.register("reference", lambda: REFERENCE)
+# "cuda" (_cuda_backend.py) and "jax" (_engine.py) register themselves
 
 def backend_for(x) -> Backend:
     """The backend of an array, by library and device."""
@@ -250,22 +255,13 @@ def backend_for(x) -> Backend:
         backend = _by_type[type(x)] = cuda_backend() or REFERENCE
         return backend
     if lib == "jax":
-        # the C++ core as an XLA FFI call, where adamcore._jax_ffi was built (imported lazily)
-        from . import _jax_backend
-
-        backend = _by_type[type(x)] = _jax_backend.load() or REFERENCE
+        # the C++ core as an XLA FFI call, where adamcore._jax_ffi was built
+        backend = _by_type[type(x)] = BACKENDS.get("jax") or REFERENCE
         return backend
     backend = _by_type[type(x)] = REFERENCE
     return backend
 
 
-_cuda_cache: list = []  # [the CUDA backend or None], once probed
-
-
 def cuda_backend() -> Backend | None:
     """The CUDA backend, or None where adamcore._cuda is not built or sees no GPU."""
-    if not _cuda_cache:
-        from ._cuda_backend import load  # imports adamcore._cuda only now, and never fails
-
-        _cuda_cache.append(load())
-    return _cuda_cache[0]
+    return BACKENDS.get("cuda")

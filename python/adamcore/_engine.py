@@ -5,12 +5,14 @@
                        hands the engine one Work item per parameter to update
     general_step       validate everything -> hyperparameters -> finite check -> group by
                        backend -> run; nothing is written until every check has passed
-    backends           _dispatch.backend_for: the C++ CPU core, the CUDA backend, the Array-API
-                       reference path (and later ones registered there)
+    backends           _dispatch.backend_for picks one by library and device among those
+                       registered in _dispatch.BACKENDS: the C++ CPU core, the CUDA backend
+                       (_cuda_backend.py), JAX's FFI call (registered here), the Array-API
+                       reference path
 
-Repeated steps over unchanged params skip this through each front end's steady plan, which hands
-the arrays to a backend's native plan (``Backend.make_plan``) once and re-checks before each step
-that what it holds has not changed; whenever it has, the front end comes back here.
+Repeated steps over unchanged params skip this through the one steady plan (_steady.py), which
+hands the arrays to a backend's native plan (``Backend.make_plan``) once and re-checks before
+each step only what can change; whenever something did, the front end comes back here.
 """
 
 from __future__ import annotations
@@ -18,12 +20,23 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from . import _arrays, _blockwise, _hparams, _lowp, _memory, _validation
-from ._dispatch import CPU, REFERENCE, StepTensor, backend_for
+from . import _cuda_backend  # noqa: F401  registers the CUDA backend (its module loads at first use)
+from ._dispatch import BACKENDS, CPU, REFERENCE, StepTensor, backend_for
 # torch tensors that require grad are written through detach(): the same storage, outside autograd
 from ._dispatch import _outside_autograd as _detached
 
 
 _STATE_KEYS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+def _load_jax():
+    """The JAX backend (adamcore._jax_ffi), imported only when a JAX array first steps."""
+    from . import _jax_backend
+
+    return _jax_backend.load()
+
+
+BACKENDS.register("jax", _load_jax)
 
 
 class Work(NamedTuple):

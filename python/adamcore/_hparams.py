@@ -104,17 +104,22 @@ def lr_at(lr, count: int) -> float:
     return value
 
 
-def step_hparams(group: dict, step: int) -> StepHParams:
-    """The hyperparameters of update number ``step`` (1-based) of a param group.
+def step_hparams(group: dict, step: int, *, checked: bool = True) -> StepHParams:
+    """The hyperparameters of update number ``step`` (1-based) of a param group: the one
+    record every backend takes (a native backend takes it as adamcore.h's tuple).
 
-    This runs for every group of every step, so it checks ranges with one chained comparison
-    (group edits take effect, and are checked, at the next step) and leaves the message to
-    check_group.
+    Checked (the general step), every value is a float in range, or the ValueError names the
+    first that is not (group edits take effect, and are checked, at the next step). Unchecked
+    (the steady plan, every step): the values as the group holds them, for a native backend
+    whose core checks every value, with the same messages, before it writes; a value it refuses
+    sends the step back to the general path.
     """
-    check_group(group)  # an edited group (eps=None, lr="0.1", ...) is refused by name
     lr = group["lr"]
+    if checked:
+        check_group(group)  # an edited group (eps=None, lr="0.1", ...) is refused by name
     scheduled = callable(lr)
-    lr = lr_at(lr, step - 1) if scheduled else float(lr)
+    if scheduled:
+        lr = lr_at(lr, step - 1) if checked else lr(step - 1)
     try:
         beta1, beta2 = group["betas"]
     except (TypeError, ValueError):  # an edited group's betas that is not a pair
@@ -122,6 +127,10 @@ def step_hparams(group: dict, step: int) -> StepHParams:
         raise
     max_lr = group["max_lr"]
     flags = flags_of(group)
+    if not checked:
+        return StepHParams(lr, beta1, beta2, group["eps"], group["weight_decay"],
+                           lr if max_lr is None else max_lr, step, flags)
+    lr = float(lr)
     hp = StepHParams(
         lr,
         float(beta1),
@@ -144,19 +153,3 @@ def step_hparams(group: dict, step: int) -> StepHParams:
         check_group(group)  # raises with the detailed message
         raise ValueError(f"hyperparameters out of range: {hp}")
     return hp
-
-
-def native_hparams(group: dict, step: int) -> tuple:
-    """step_hparams as a plain tuple, unchecked: for native backends, whose core checks every
-    value (with the same messages) before it writes. The steady path runs this every step."""
-    lr = group["lr"]
-    if callable(lr):
-        lr = lr(step - 1)
-    try:
-        beta1, beta2 = group["betas"]
-    except (TypeError, ValueError):  # an edited group's betas that is not a pair
-        check_group(group)  # raises the clear ValueError
-        raise
-    max_lr = group["max_lr"]
-    return (lr, beta1, beta2, group["eps"], group["weight_decay"],
-            lr if max_lr is None else max_lr, step, flags_of(group))

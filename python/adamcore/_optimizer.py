@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import operator
 import threading
-from itertools import chain
 
-from . import _arrays, _blockwise, _engine, _hparams, _lowp, _memory, _scalars, _validation
-from ._dispatch import StepTensor, backend_for
+from . import _arrays, _blockwise, _engine, _hparams, _lowp, _scalars, _steady, _validation
+from ._dispatch import backend_for
 
 
 class Adam:
@@ -164,11 +162,15 @@ class Adam:
         try:
             steady = self._steady
             if steady is not None:
-                params = steady.step(self, grads)
-                if params is not None:
-                    return params
+                groups = self.param_groups
+                params = groups[0]["params"] if len(groups) == 1 else \
+                    [p for g in groups for p in g["params"]]
+                states = list(map(self.state.get, range(len(params))))
+                if steady.step(params, states, grads, groups):
+                    return list(params)
+                self._steady = None
             params = self._step(grads)
-            self._steady = _SteadyState.build(self)
+            self._steady = _steady_plan(self, grads)
             return params
         finally:
             self._lock.release()
@@ -411,147 +413,17 @@ def _load_param_state(i: int, p, saved: dict, group: dict) -> dict:
     return state
 
 
-class _SteadyState:
-    """A fast path for repeated steps while nothing but the values changes.
-
-    Made after a successful general step when every param already has state, all params go to
-    one backend that offers plans (see Backend.make_plan), and each group's params share one step
-    count. Each use first checks that the params, state dicts and state arrays are still the
-    objects the plan holds, that NumPy params keep their shape and writeable flag (both
-    settable in place), that the grads are of the params' types and that amsgrad and
-    check_finite are unchanged; torch plans also compare data pointers (see _TorchCpuPlan).
-    Otherwise the general step runs (and raises what is wrong, if anything is). The plan's
-    backend checks the hyperparameters and the grads' shapes and dtypes before it writes.
-    """
-
-    def __init__(self, plan, params, states, arrays, getters, numpy_params, group_flags,
-                 group_steps):
-        self.plan = plan
-        self.params = params
-        self.grad_types = [_grad_type(p) for p in params]
-        self.states = states
-        self.indices = range(len(states))
-        self.arrays = arrays  # every state array, in order
-        self.getters = getters  # per param: the state dict -> its state arrays
-        self.getter = getters[0] if len(set(getters)) == 1 else None  # the same for all
-        self.steps = list(map(_get_step, states))
-        self.numpy_params = numpy_params
-        self.numpy_layouts = list(map(_numpy_layout, numpy_params))
-        self.group_flags = group_flags  # (amsgrad, check_finite) of each group
-        self.group_steps = group_steps
-        self.check_finite = group_flags[0][1] if group_flags else False
-        # claimed while the plan steps: another optimizer stepping one of these params at the
-        # same time raises instead of losing an update (see _memory.claim)
-        self.claimed = frozenset(lay.ptr for lay in map(_memory.layout, params) if lay is not None)
-
-    @classmethod
-    def build(cls, opt: Adam) -> _SteadyState | None:
-        groups = opt.param_groups
-        check_finite = {bool(g["check_finite"]) for g in groups}
-        if len(check_finite) != 1:
-            return None
-        tensors, group_steps, backends, getters = [], [], set(), []
-        i = 0
-        for k, group in enumerate(groups):
-            if _lowp.uses_lowp(group):
-                return None  # low-precision modes take the general step
-            steps = set()
-            amsgrad = group["amsgrad"]
-            if _blockwise.is_quantized(group):
-                return None  # int8_blockwise groups step through the general step
-            for p in group["params"]:
-                state = opt.state.get(i)
-                if state is None or _arrays.dtype_name(p.dtype) in _arrays.COMPLEX_DTYPES:
-                    return None  # complex params step as real views, through the general step
-                steps.add(state["step"])
-                backends.add(backend_for(p))
-                max_sq = state.get("max_exp_avg_sq") if amsgrad else None
-                tensors.append(StepTensor(p, None, state["exp_avg"], state["exp_avg_sq"],
-                                          max_sq, k))
-                getters.append(_WITH_MAX if amsgrad else _WITHOUT_MAX)
-                i += 1
-            if len(steps) > 1:
-                return None
-            group_steps.append(steps.pop() if steps else 0)
-        if len(backends) != 1:
-            return None
-        plan = backends.pop().make_plan(tensors)
-        if plan is None:
-            return None
-        params = [t.param for t in tensors]
-        states = [opt.state[i] for i in range(len(params))]
-        arrays = list(chain.from_iterable(map(operator.call, getters, states)))
-        numpy_params = [p for p in params if _arrays.library(p) == "numpy"]
-        flags = [(group["amsgrad"], bool(group["check_finite"])) for group in groups]
-        return cls(plan, params, states, arrays, getters, numpy_params, flags, group_steps)
-
-    def step(self, opt: Adam, grads):
-        """Steps through the plan and returns the params, or None if the plan no longer applies."""
-        types = self.grad_types
-        if len(grads) != len(types) or not all(map(operator.is_, map(type, grads), types)):
-            return None
-        groups = opt.param_groups
-        if len(groups) != len(self.group_flags):
-            return None
-        params = groups[0]["params"] if len(groups) == 1 else \
-            list(chain.from_iterable(g["params"] for g in groups))
-        if len(params) != len(self.params) or not all(map(operator.is_, params, self.params)):
-            return None
-        if self.numpy_params and list(map(_numpy_layout, self.numpy_params)) != self.numpy_layouts:
-            return None  # reshaped or made read-only in place
-        try:
-            states = list(map(opt.state.__getitem__, self.indices))
-            if not all(map(operator.is_, states, self.states)):
-                return None
-            getter = self.getter
-            # each getter yields its fixed number of arrays (or raises KeyError): the counts match
-            arrays = chain.from_iterable(map(getter, states) if getter is not None
-                                         else map(operator.call, self.getters, states))
-            if not all(map(operator.is_, arrays, self.arrays)):
-                return None
-        except (KeyError, TypeError):
-            return None
-        if list(map(_get_step, states)) != self.steps:
-            return None
-        hparams = []
-        for group, flags, step in zip(groups, self.group_flags, self.group_steps):
-            if (group["amsgrad"], bool(group["check_finite"])) != flags or _lowp.uses_lowp(group):
-                return None
-            hparams.append(_hparams.native_hparams(group, step + 1))
-        _memory.claim(self.claimed, "step()")
-        try:
-            if self.plan.step(grads, hparams, self.check_finite) is False:
-                return None
-        except (TypeError, ValueError):
-            # the plan refused before writing (an edited group, a grad of another kind): the
-            # general step says precisely what is wrong
-            return None
-        finally:
-            _memory.release(self.claimed)
-        for s in states:
-            s["step"] += 1
-        self.steps = list(map(_get_step, states))
-        self.group_steps = [step + 1 for step in self.group_steps]
-        return list(params)
-
-
-_WITHOUT_MAX = operator.itemgetter("exp_avg", "exp_avg_sq")
-_WITH_MAX = operator.itemgetter("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
-# what a NumPy caller commonly changes in place under the same object (``p.shape = ...``, the
-# writeable flag); the data pointer cannot change. Strides and dtype are left out: reading them
-# for every param of every step costs more than the rest of the check.
-_numpy_layout = operator.attrgetter("shape", "flags.writeable")
-_get_step = operator.itemgetter("step")
-
-
-def _grad_type(param) -> type:
-    """The type a param's grads have: its own, but plain Tensor for a torch nn.Parameter."""
-    if _arrays.library(param) == "torch":
-        import torch
-
-        if isinstance(param, torch.nn.Parameter):
-            return torch.Tensor
-    return type(param)
+def _steady_plan(opt: Adam, grads) -> _steady.SteadyPlan | None:
+    """The steady plan over every param, made after a successful general step (each param then
+    has state); see _steady.py."""
+    slots, groups = [], []
+    i = 0
+    for k, group in enumerate(opt.param_groups):
+        for p in group["params"]:
+            slots.append(_steady.Slot(p, opt.state[i], len(groups)))
+            i += 1
+        groups.append((k, group))
+    return _steady.SteadyPlan.build(slots, groups, _steady.IntSteps, list(map(type, grads)))
 
 
 class AdamW(Adam):

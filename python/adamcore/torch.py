@@ -18,14 +18,11 @@ Importing this module imports torch; ``import adamcore`` does not.
 
 from __future__ import annotations
 
-import operator
-
 import torch
 from torch.optim import Optimizer
-from torch.utils.dlpack import to_dlpack
 
-from . import _blockwise, _core, _engine, _hparams, _lowp, _validation
-from ._dispatch import CPU, StepTensor, backend_for, bump_versions
+from . import _blockwise, _engine, _hparams, _lowp, _steady, _validation
+from ._dispatch import CPU
 from ._optimizer import _load_param_state
 
 __all__ = ["Adam", "AdamW"]
@@ -161,11 +158,12 @@ class Adam(Optimizer):
         if not params:
             return loss
         plan = self._plan
-        if plan is None or not plan.step(self, params, grads):
+        if plan is None or not plan.step(params, list(map(self.state.get, params)), grads,
+                                         self.param_groups, _plain):
             self._plan = None
             with torch.no_grad():
                 self._general_step()
-            self._plan = _Plan.build(self)
+            self._plan = _steady_plan(self, grads)
         return loss
 
     def _general_step(self) -> None:
@@ -408,143 +406,18 @@ def _new_state(p: torch.Tensor, amsgrad: bool) -> dict:
     return state
 
 
-_is = operator.is_
-
-
-class _Plan:
-    """The steady state of the drop-in: params and state imported into a native plan once (the
-    CPU core's, or the CUDA backend's where all params are on one GPU).
-
-    Valid while the params that have grads, their storage and shapes (``p.data = ...``,
-    ``share_memory_()`` and ``resize_`` change them under the same object, hence the data_ptr
-    and shape checks), their state tensors and step counters are the ones it was made from, and
-    amsgrad is unchanged; ``step`` returns False otherwise, before writing anything, and the
-    general step runs. The native plan checks the grads' shapes and dtypes and the
-    hyperparameters before it writes; a failure there also falls back to the general step,
-    which raises the detailed error. Every tensor written gets its autograd version bumped.
-    """
-
-    def __init__(self, core_plan, params, states, amsgrads, arrays, pointers, steps, counters,
-                 groups, group_steps):
-        self.core_plan = core_plan
-        self.params = params
-        self.states = states
-        self.amsgrads = amsgrads  # per param
-        self.arrays = arrays  # every state tensor, in order
-        self.pointers = pointers  # data_ptr of each param, then of each state tensor
-        self.shapes = list(map(_shape, params))
-        self.written = params + arrays  # bumped after each step
-        self.steps = steps  # the step tensors
-        self.counters = counters  # a NumPy view of their buffer
-        self.versions = [t._version for t in steps]
-        self.groups = groups  # (group, amsgrad, check_finite) of each group with grads
-        self.group_steps = group_steps
-
-    @classmethod
-    def build(cls, opt: Adam) -> _Plan | None:
-        params, states, amsgrads, tensors, groups, group_steps = [], [], [], [], [], []
-        backends = set()
-        for group in opt.param_groups:
-            if _lowp.uses_lowp(group):
-                return None  # low-precision modes take the general step
-            amsgrad = group["amsgrad"]
-            steps = set()
-            if _blockwise.is_quantized(group):
-                return None  # int8_blockwise groups step through the general step
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.is_complex() or _is_dtensor(p):
-                    return None  # complex params (as real views) and FSDP2's DTensors (their
-                    # local shards) step through the general step
-                backends.add(backend_for(p))
-                s = opt.state[p]
-                steps.add(int(s["step"]))
-                params.append(p)
-                states.append(s)
-                amsgrads.append(amsgrad)
-                tensors.append(StepTensor(p.detach(), None, s["exp_avg"], s["exp_avg_sq"],
-                                          s["max_exp_avg_sq"] if amsgrad else None, len(groups)))
-            if len(steps) > 1:
-                return None
-            if steps:
-                groups.append((group, amsgrad, group["check_finite"]))
-                group_steps.append(steps.pop())
-        if not params or len({c for _, _, c in groups}) != 1 or len(backends) != 1:
-            return None
-        backend = backends.pop()
-        arrays = _state_arrays(states, amsgrads)
-        if backend is CPU:
-            native = _CoreSteps(tensors, any(amsgrads))
-        else:
-            # the CUDA backend's plan (one launch, its work table uploaded once); it re-checks
-            # the params' and states' storage itself. The reference path has none.
-            native = backend.make_plan(tensors)
-            if native is None:
-                return None
-        pointers = [p.data_ptr() for p in params] + [a.data_ptr() for a in arrays]
-        # The step counters become views of one buffer, so that a step increments them all at
-        # once (through NumPy: a torch op per counter costs microseconds each). They stay
-        # separate elements, so torch.optim, given this state, counts each on its own.
-        counters = torch.tensor([float(s["step"]) for s in states], dtype=torch.float32)
-        for j, s in enumerate(states):
-            s["step"] = counters[j]
-        return cls(native, params, states, amsgrads, arrays, pointers,
-                   [s["step"] for s in states], counters.numpy(), groups, group_steps)
-
-    def step(self, opt: Adam, params: list, grads: list) -> bool:
-        if len(params) != len(self.params) or not all(map(_is, params, self.params)):
-            return False
-        hparams = []
-        for (group, amsgrad, check_finite), step in zip(self.groups, self.group_steps):
-            if group["amsgrad"] != amsgrad or group["check_finite"] != check_finite \
-                    or _lowp.uses_lowp(group):
-                return False
-            hparams.append(_hparams.native_hparams(_plain(group), step + 1))
-        states = [opt.state.get(p) for p in params]
-        if not all(map(_is, states, self.states)):
-            return False
-        arrays = _state_arrays(states, self.amsgrads)
-        if len(arrays) != len(self.arrays) or not all(map(_is, arrays, self.arrays)):
-            return False
-        steps = [s["step"] for s in states]
-        if not all(map(_is, steps, self.steps)) or [t._version for t in steps] != self.versions:
-            return False  # a step counter was replaced or written to
-        if [p.data_ptr() for p in params] + [a.data_ptr() for a in arrays] != self.pointers \
-                or list(map(_shape, params)) != self.shapes:
-            return False  # storage swapped (p.data = ..., share_memory_()) or resized in place
-        try:
-            self.core_plan.step(grads, hparams, self.groups[0][2])
-        except (TypeError, ValueError, BufferError, RuntimeError):
-            return False  # nothing was written; the general step says what is wrong
-        bump_versions(self.written)  # as an in-place op would: autograd sees the update
-        self.counters += 1  # not through torch: the versions recorded stay those of our writes
-        self.group_steps = [s + 1 for s in self.group_steps]
-        return True
-
-
-_shape = operator.attrgetter("shape")
-
-
-class _CoreSteps:
-    """The CPU core's plan over the drop-in's tensors, taking the grads as DLPack capsules
-    (torch's Tensor.__dlpack__ costs about 4 us a call, to_dlpack 0.5)."""
-
-    def __init__(self, tensors: list, amsgrad: bool):
-        self.plan = _core.CpuPlan([t.param for t in tensors], [t.exp_avg for t in tensors],
-                                  [t.exp_avg_sq for t in tensors],
-                                  [t.max_exp_avg_sq for t in tensors] if amsgrad else [],
-                                  [t.hparams_index for t in tensors])
-
-    def step(self, grads, hparams, check_finite: bool) -> None:
-        self.plan.step(list(map(to_dlpack, grads)), hparams, check_finite)
-
-
-def _state_arrays(states: list, amsgrads: list) -> list:
-    """The state tensors of the plan's params, in order (max_exp_avg_sq where amsgrad)."""
-    out = []
-    for s, amsgrad in zip(states, amsgrads):
-        out += (s.get("exp_avg"), s.get("exp_avg_sq"))
-        if amsgrad:
-            out.append(s.get("max_exp_avg_sq"))
-    return out
+def _steady_plan(opt: Adam, grads: list) -> _steady.SteadyPlan | None:
+    """The steady plan over the params that have grads (see _steady.py), made after a
+    successful general step. FSDP2's DTensors step their local shards through the general
+    step."""
+    slots, groups = [], []
+    for k, group in enumerate(opt.param_groups):
+        start = len(slots)
+        for p in group["params"]:
+            if p.grad is not None:
+                if _is_dtensor(p):
+                    return None
+                slots.append(_steady.Slot(p, opt.state[p], len(groups)))
+        if len(slots) > start:
+            groups.append((k, group))
+    return _steady.SteadyPlan.build(slots, groups, _steady.TensorSteps, list(map(type, grads)))

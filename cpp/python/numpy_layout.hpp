@@ -1,0 +1,77 @@
+// numpy_layout.hpp: does a NumPy array still have the memory, shape, strides, dtype and
+// writeability a plan imported? Read from the array object itself, in nanoseconds, so the steady
+// path need not ask Python for p.shape and p.flags (about 150 ns a param).
+//
+// The fields are those of NumPy's PyArrayObject_fields and the first bytes of PyArray_Descr:
+// every NumPy extension compiles NumPy's accessor macros against this layout, so NumPy keeps it
+// (1.x and 2.x alike). Only objects whose type is numpy.ndarray (or a subclass) are read.
+#pragma once
+
+#include <nanobind/nanobind.h>
+
+#include <cstdint>
+
+#include "adamcore/core.hpp"
+
+namespace adamcore::binding {
+
+namespace numpy_abi {
+struct Descr {  // PyArray_Descr's head: the same in NumPy 1.x and 2.x
+    PyObject_HEAD
+    PyTypeObject* typeobj;
+    char kind, type, byteorder;
+};
+struct Array {  // PyArrayObject_fields' head
+    PyObject_HEAD
+    char* data;
+    int nd;
+    Py_ssize_t* dimensions;
+    Py_ssize_t* strides;  // in bytes
+    PyObject* base;
+    Descr* descr;
+    int flags;
+};
+constexpr int writeable = 0x0400;  // NPY_ARRAY_WRITEABLE
+}  // namespace numpy_abi
+
+// numpy.ndarray, looked up once (NumPy is imported by then: adamcore imports it).
+inline PyTypeObject* ndarray_type() {
+    static PyTypeObject* type = reinterpret_cast<PyTypeObject*>(
+        nanobind::object(nanobind::module_::import_("numpy").attr("ndarray")).release().ptr());
+    return type;
+}
+
+// NumPy's type character of each dtype the core takes (float16 'e', float32 'f', float64 'd');
+// bfloat16 is no built-in NumPy dtype.
+inline char numpy_type_char(DType dtype) {
+    switch (dtype) {
+        case DType::float16: return 'e';
+        case DType::float32: return 'f';
+        case DType::float64: return 'd';
+        default: return 0;
+    }
+}
+
+// True where obj is a NumPy array, writeable, over exactly the memory, shape, strides and dtype
+// (native byte order) of ref.
+inline bool numpy_matches(PyObject* obj, const ArrayRef& ref) {
+    if (!PyObject_TypeCheck(obj, ndarray_type())) return false;
+    const auto* a = reinterpret_cast<const numpy_abi::Array*>(obj);
+    if (!(a->flags & numpy_abi::writeable) || a->data != ref.data || a->nd != ref.ndim)
+        return false;
+    const numpy_abi::Descr* d = a->descr;
+    const char type = numpy_type_char(ref.dtype);
+    const char foreign = PY_LITTLE_ENDIAN ? '>' : '<';
+    if (type == 0 || d->type != type || d->byteorder == foreign) return false;
+    const int64_t itemsize = ref.dtype == DType::float16 ? 2 : ref.dtype == DType::float32 ? 4 : 8;
+    int64_t contiguous = itemsize;  // for refs without strides (C-contiguous)
+    for (int k = a->nd - 1; k >= 0; --k) {
+        if (a->dimensions[k] != ref.shape[k]) return false;
+        const int64_t stride = ref.strides ? ref.strides[k] * itemsize : contiguous;
+        if (a->strides[k] != stride && a->dimensions[k] > 1) return false;
+        contiguous *= ref.shape[k];
+    }
+    return true;
+}
+
+}  // namespace adamcore::binding

@@ -1,0 +1,230 @@
+"""The steady-state plan: repeated steps over unchanged params, without the general step.
+
+Every front end (adamcore.Adam/AdamW, adamcore.torch.Adam/AdamW) makes one after a successful
+general step (``_engine.general_step``) and tries it first at the next step. A plan asks the
+params' backend for its native plan (``Backend.make_plan``: the CPU core's CpuPlan, the CUDA
+backend's plan with its work table uploaded once; the reference path has none), which holds the
+params and state arrays; before each step it checks only what can change between steps:
+
+- the params and state arrays are the objects it holds (identity), as are the state dicts and
+  the param groups; each group's amsgrad and check_finite, and the step counters;
+- the params' memory, shape, strides, dtype and writeability, which NumPy and torch let a caller
+  change under the same object (``p.shape = ...``, ``p.data = ...``, ``resize_``): NumPy params
+  through the native plan's ``holds`` (one call for all), torch ones by data pointer and shape;
+- the grads' types; the native plan checks their shapes, dtypes and devices, and the
+  hyperparameters, before it writes.
+
+Whenever anything changed, or an input is unusual, ``step`` returns False having written
+nothing and the front end runs the general step, which validates everything and raises the
+precise error, if there is one, then builds a new plan. ``needs_general_path`` is the one place
+that says a group never takes a plan.
+"""
+
+from __future__ import annotations
+
+import operator
+from itertools import chain
+from typing import NamedTuple
+
+from numpy import ndarray as _ndarray
+
+from . import _arrays, _blockwise, _core, _hparams, _lowp, _memory
+from ._dispatch import StepTensor, backend_for, bump_versions
+
+
+def needs_general_path(group: dict) -> bool:
+    """True for a param group that steps through the general step only (options no native
+    plan implements: the low-precision modes and 8-bit state). Checked when a plan is made and
+    before each of its steps."""
+    return _lowp.uses_lowp(group) or _blockwise.is_quantized(group)
+
+
+class Slot(NamedTuple):
+    """A param the plan steps: the array, its state dict and its group's position."""
+
+    param: object  # what the backend writes (a DTensor's local shard, a detached tensor, ...)
+    state: dict
+    group: int  # index into the plan's groups
+
+
+_is = operator.is_
+# whether each state dict's arrays are still the plan's: one native call (300 dict lookups in
+# Python cost ~20 us, a tenth of a 1M-element step on two threads)
+_same_items = _core._steady.same_items
+_shape = operator.attrgetter("shape")
+_WITHOUT_MAX = operator.itemgetter("exp_avg", "exp_avg_sq")
+_WITH_MAX = operator.itemgetter("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+
+class IntSteps:
+    """Step counters kept as Python ints in the state dicts (adamcore.Adam)."""
+
+    def __init__(self, states: list[dict]):
+        self.values = [s["step"] for s in states]  # the very objects: compared by identity
+
+    @classmethod
+    def count(cls, state: dict) -> int:
+        return state["step"]
+
+    def unchanged(self, states: list[dict]) -> bool:
+        # a counter set to an equal but new int also ends the plan: the general step is right
+        return _same_items(states, ("step",), self.values)
+
+    def advance(self, states: list[dict]) -> None:
+        self.values = _core._steady.increment(states, "step")  # s["step"] += 1, one call
+
+
+class TensorSteps:
+    """Step counters kept as float32 scalar tensors (torch.optim's layout, the drop-in).
+
+    They become views of one buffer, so that a step increments them all at once (through
+    NumPy: a torch op per counter costs microseconds each). They stay separate elements, so
+    torch.optim, given this state, counts each on its own. A counter replaced or written to by
+    anyone else (its autograd version moved) ends the plan.
+    """
+
+    def __init__(self, states: list[dict]):
+        import torch
+
+        buffer = torch.tensor([float(s["step"]) for s in states], dtype=torch.float32)
+        for j, s in enumerate(states):
+            s["step"] = buffer[j]
+        self.tensors = [s["step"] for s in states]
+        self.versions = [t._version for t in self.tensors]
+        self.buffer = buffer.numpy()
+
+    @classmethod
+    def count(cls, state: dict) -> int:
+        return int(state["step"])
+
+    def unchanged(self, states: list[dict]) -> bool:
+        steps = [s["step"] for s in states]
+        return all(map(_is, steps, self.tensors)) and [t._version for t in steps] == self.versions
+
+    def advance(self, states: list[dict]) -> None:
+        self.buffer += 1  # not through torch: the versions recorded stay those of our writes
+
+
+class SteadyPlan:
+    """See the module's docstring. Made by ``build``; ``step`` runs it or declines."""
+
+    def __init__(self, native, slots, groups, group_steps, counters, grad_types, library):
+        self.native = native
+        self.params = [s.param for s in slots]
+        self.states = [s.state for s in slots]
+        self.getters = [_WITH_MAX if groups[s.group][1]["amsgrad"] else _WITHOUT_MAX
+                        for s in slots]
+        # the state keys, where every param has the same (one call checks all, see step)
+        self.keys = None
+        if len(set(self.getters)) == 1:
+            self.keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")[:3 if self.getters[0] is
+                                                                      _WITH_MAX else 2]
+        self.arrays = list(chain.from_iterable(map(operator.call, self.getters, self.states)))
+        self.groups = groups  # (index among the front end's param groups, the group dict)
+        self.flags = [(g["amsgrad"], bool(g["check_finite"])) for _, g in groups]
+        self.group_steps = group_steps
+        self.check_finite = self.flags[0][1]
+        self.counters = counters
+        self.grad_types = grad_types
+        # NumPy params can change shape, strides and flags in place: the native plan checks them
+        # (``holds``). torch params and state can change storage or shape under the same
+        # object: compared by data pointer and shape. CuPy arrays cannot.
+        self.numpy = library == "numpy"
+        self.torch = library == "torch"
+        if self.torch:
+            self.written = self.params + self.arrays  # their autograd versions get bumped
+            self.pointers = self._pointers()
+            self.shapes = list(map(_shape, self.params))
+        # claimed while the plan steps: another optimizer stepping one of these params at the
+        # same time raises instead of losing an update (see _memory.claim)
+        self.claimed = frozenset(lay.ptr for lay in map(_memory.layout, self.params)
+                                 if lay is not None)
+
+    @classmethod
+    def build(cls, slots: list[Slot], groups: list[tuple[int, dict]], steps_kind,
+              grad_types: list[type]) -> SteadyPlan | None:
+        """A plan over these params, or None where the general step must take them: complex
+        params (stepped as real views), several backends, a backend without plans, groups
+        whose params differ in step count or that ``needs_general_path``, mixed check_finite."""
+        if not slots or len({bool(g["check_finite"]) for _, g in groups}) != 1:
+            return None
+        if any(needs_general_path(g) for _, g in groups):
+            return None
+        steps: list[set] = [set() for _ in groups]
+        backends = set()
+        tensors = []
+        for s in slots:
+            p = s.param
+            if _arrays.dtype_name(p.dtype) in _arrays.COMPLEX_DTYPES:
+                return None
+            backends.add(backend_for(p))
+            steps[s.group].add(steps_kind.count(s.state))
+            amsgrad = groups[s.group][1]["amsgrad"]
+            tensors.append(StepTensor(p, None, s.state["exp_avg"], s.state["exp_avg_sq"],
+                                      s.state["max_exp_avg_sq"] if amsgrad else None, s.group))
+        if len(backends) != 1 or any(len(k) != 1 for k in steps):
+            return None
+        native = backends.pop().make_plan(tensors)
+        if native is None:
+            return None
+        return cls(native, slots, groups, [k.pop() for k in steps],
+                   steps_kind([s.state for s in slots]), grad_types,
+                   _arrays.library(slots[0].param))
+
+    def _pointers(self) -> list:
+        return [x.data_ptr() for x in self.written]
+
+    def step(self, params: list, states: list, grads: list, groups: list[dict],
+             plain=None) -> bool:
+        """One step through the native plan: True, or False having written nothing where
+        something changed (then the front end runs the general step). ``plain`` turns a group
+        into plain numbers first (torch allows tensors for lr and betas)."""
+        if not self.numpy:  # NumPy grads are checked by the native plan (holds)
+            types = self.grad_types
+            if len(grads) != len(types) or not all(map(_is, map(type, grads), types)):
+                return False
+        if len(params) != len(self.params) or not all(map(_is, params, self.params)):
+            return False
+        if not all(map(_is, states, self.states)):
+            return False
+        if self.keys is not None:
+            if not _same_items(states, self.keys, self.arrays):
+                return False
+        else:
+            try:
+                # each getter yields its fixed number of arrays (or raises KeyError)
+                arrays = chain.from_iterable(map(operator.call, self.getters, states))
+                if not all(map(_is, arrays, self.arrays)):
+                    return False
+            except (KeyError, TypeError):
+                return False
+        if not self.counters.unchanged(states):
+            return False
+        hparams = []
+        for (k, group), flags, step in zip(self.groups, self.flags, self.group_steps):
+            if (k >= len(groups) or groups[k] is not group
+                    or (group["amsgrad"], bool(group["check_finite"])) != flags
+                    or needs_general_path(group)):
+                return False
+            hparams.append(_hparams.step_hparams(group if plain is None else plain(group),
+                                                 step + 1, checked=False))
+        if self.torch:
+            if self._pointers() != self.pointers or list(map(_shape, params)) != self.shapes:
+                return False  # storage swapped (p.data = ..., share_memory_()) or resized
+        elif self.numpy and not self.native.holds(params if type(params) is list else list(params),
+                                                  grads if type(grads) is list else list(grads)):
+            return False  # a NumPy param reshaped, restrided or made read-only; a grad not NumPy
+        _memory.claim(self.claimed, "step()")
+        try:
+            self.native.step(grads, hparams, self.check_finite)
+        except (TypeError, ValueError, BufferError, RuntimeError):
+            # refused before writing (an edited group, a grad of another shape or kind): the
+            # general step says precisely what is wrong
+            return False
+        finally:
+            _memory.release(self.claimed)
+        if self.torch:
+            bump_versions(self.written)  # as an in-place op would: autograd sees the update
+        self.counters.advance(states)
+        self.group_steps = [s + 1 for s in self.group_steps]
+        return True
