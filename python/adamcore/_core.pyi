@@ -98,3 +98,14 @@ class _TestingModule(ModuleType):
                         end: int) -> list[int]: ...
 
 _testing: _TestingModule
+
+class _SteadyModule(ModuleType):
+    """The steady plan's checks of state dicts (_steady.py)."""
+
+    def same_items(self, dicts: list[dict[str, object]], keys: tuple[str, ...],
+                   expected: list[object]) -> bool:
+        """Whether the entries under keys of every dict are, in order, the expected objects."""
+    def increment(self, dicts: list[dict[str, object]], key: str) -> list[object]:
+        """d[key] += 1 for every dict; returns the new values."""
+
+_steady: _SteadyModule
