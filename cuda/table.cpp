@@ -32,17 +32,6 @@ int64_t tile_elements_for(DType param) {
 // A range's key: its combo and rounding mode.
 int range_key(int combo, int rounding) { return combo * rounding_count + rounding; }
 
-// True when a dense array is laid out in C order (so memory order is the logical index, which
-// stochastic rounding counts by).
-bool c_order(const ArrayRef& a) {
-    int64_t expected = 1;
-    for (int32_t d = a.ndim - 1; d >= 0; --d) {
-        if (a.shape[d] > 1 && stride_of(a, d) != expected) return false;
-        expected *= a.shape[d];
-    }
-    return true;
-}
-
 // Sorts the entries by key (range_key, stable) and numbers each key's tiles from 0.
 void finish_ranges(HostTable& t, const std::vector<int>& keys, const std::vector<DType>& params) {
     std::vector<size_t> order(t.tensors.size());

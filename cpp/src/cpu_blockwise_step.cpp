@@ -107,13 +107,7 @@ void validate_tensor(const BlockwiseTensorRef& t, size_t i, const adamcore_hpara
 
 // The arrays the step writes must not share memory, within a tensor or across tensors.
 void check_disjoint(const BlockwiseTensorRef* tensors, size_t count) {
-    struct Span {
-        const char* begin;
-        const char* end;
-        size_t tensor;
-        const char* name;
-    };
-    std::vector<Span> spans;
+    std::vector<WrittenSpan> spans;
     spans.reserve(count * 5);
     for (size_t i = 0; i < count; ++i) {
         const BlockwiseTensorRef& t = tensors[i];
@@ -129,18 +123,7 @@ void check_disjoint(const BlockwiseTensorRef* tensors, size_t count) {
         add(t.exp_avg_absmax.data, quant_blocks(n) * 4, "exp_avg_absmax");
         add(t.exp_avg_sq_absmax.data, quant_blocks(n) * 4, "exp_avg_sq_absmax");
     }
-    std::sort(spans.begin(), spans.end(),
-              [](const Span& x, const Span& y) { return x.begin < y.begin; });
-    size_t reach = 0;  // the span reaching furthest so far: the one a later start can fall in
-    for (size_t k = 1; k < spans.size(); ++k) {
-        const Span& prev = spans[reach];
-        const Span& next = spans[k];
-        if (next.begin < prev.end)
-            fail(ErrorKind::invalid_value, nth(prev.name, prev.tensor) + " and " +
-                                               nth(next.name, next.tensor) +
-                                               " share memory; each needs its own");
-        if (next.end > prev.end) reach = k;
-    }
+    require_disjoint(spans, /*across_tensors_only=*/false);
 }
 
 // One tensor's part of the step, in the global block index space.
@@ -205,12 +188,7 @@ void cpu_adam_step_blockwise(const BlockwiseTensorRef* tensors, size_t count,
         total += plan.count;
     }
     if (total == 0) return;
-    if (check_finite) {
-        std::vector<ArrayRef> grads(count);
-        for (size_t i = 0; i < count; ++i) grads[i] = tensors[i].grad;
-        const int64_t bad = cpu_first_nonfinite(grads.data(), count);
-        if (bad >= 0) throw nonfinite_grad_error(bad);
-    }
+    if (check_finite) require_finite_grads(tensors, count);
 
     // The threads share elements (block b is elements [256 b, 256 b + 256) of the global space);
     // a block belongs to the piece holding its first element, so each is stepped exactly once.

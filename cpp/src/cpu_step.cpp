@@ -40,16 +40,6 @@ struct Planned {
     cpu::StridedTensor strided;   // when not
 };
 
-// True when a dense array is laid out in C order (so memory order is the logical index).
-bool c_order(const ArrayRef& a) {
-    int64_t expected = 1;
-    for (int32_t d = a.ndim - 1; d >= 0; --d) {
-        if (a.shape[d] > 1 && stride_of(a, d) != expected) return false;
-        expected *= a.shape[d];
-    }
-    return true;
-}
-
 Planned plan_tensor(const TensorRef& t, const adamcore_hparams& hp, int64_t offset) {
     Planned plan{};
     plan.offset = offset;
@@ -126,12 +116,7 @@ void cpu_adam_step(const TensorRef* tensors, size_t count, const adamcore_hparam
         total += plans.back().count;
     }
     if (total == 0) return;
-    if (check_finite) {
-        std::vector<ArrayRef> grads(count);
-        for (size_t i = 0; i < count; ++i) grads[i] = tensors[i].grad;
-        const int64_t bad = cpu_first_nonfinite(grads.data(), count);
-        if (bad >= 0) throw nonfinite_grad_error(bad);
-    }
+    if (check_finite) require_finite_grads(tensors, count);
 
     const cpu::KernelTable& kernels = cpu::active_kernels();
     const auto& strided = cpu::strided_kernels();

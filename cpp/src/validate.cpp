@@ -247,13 +247,7 @@ namespace {
 // threads. Checked exactly for arrays without gaps, whose byte range is their memory; arrays
 // with gaps are left to the caller (the Python front end tests them exactly, element by element).
 void check_tensors_disjoint(const TensorRef* tensors, size_t count) {
-    struct Span {
-        const char* begin;
-        const char* end;
-        size_t tensor;
-        const char* name;
-    };
-    std::vector<Span> spans;
+    std::vector<WrittenSpan> spans;
     spans.reserve(count * 5);
     for (size_t i = 0; i < count; ++i) {
         const TensorRef& t = tensors[i];
@@ -272,22 +266,29 @@ void check_tensors_disjoint(const TensorRef* tensors, size_t count) {
             spans.push_back({base + low * size, base + high * size, i, name});
         }
     }
+    require_disjoint(spans, /*across_tensors_only=*/true);
+}
+
+}  // namespace
+
+void require_disjoint(std::vector<WrittenSpan>& spans, bool across_tensors_only) {
     std::sort(spans.begin(), spans.end(),
-              [](const Span& x, const Span& y) { return x.begin < y.begin; });
+              [](const WrittenSpan& x, const WrittenSpan& y) { return x.begin < y.begin; });
+    size_t reach = 0;  // the span reaching furthest so far: the one a later start can fall in
     for (size_t k = 1; k < spans.size(); ++k) {
-        const Span& prev = spans[k - 1];
-        const Span& next = spans[k];
-        if (next.begin < prev.end && next.tensor != prev.tensor) {
-            const Span& first = prev.tensor < next.tensor ? prev : next;
-            const Span& second = prev.tensor < next.tensor ? next : prev;
+        const WrittenSpan& prev = spans[reach];
+        const WrittenSpan& next = spans[k];
+        if (next.begin < prev.end && !(across_tensors_only && next.tensor == prev.tensor)) {
+            const bool in_order = prev.tensor <= next.tensor;
+            const WrittenSpan& first = in_order ? prev : next;
+            const WrittenSpan& second = in_order ? next : prev;
             fail(ErrorKind::invalid_value,
                  nth(first.name, first.tensor) + " and " + nth(second.name, second.tensor) +
                      " share memory, so an element would be updated twice; pass separate arrays");
         }
+        if (next.end > prev.end) reach = k;
     }
 }
-
-}  // namespace
 
 void validate_step(const TensorRef* tensors, size_t count, const adamcore_hparams* hparams,
                    size_t hparams_count) {

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _lowp, _reference
+from . import _lowp, _reference, _validation
 from ._hparams import AMSGRAD, StepHParams
 
 BLOCK = 256
@@ -238,9 +238,7 @@ def load_param_state(i: int, p, saved: dict, group: dict) -> dict:
         for key in ("exp_avg", "exp_avg_sq"):
             if key not in saved or not _arrays.is_array(saved[key]):
                 raise ValueError(f"the state of param {i} has no array '{key}'")
-            if tuple(saved[key].shape) != tuple(p.shape):
-                raise ValueError(f"{key} of param {i} has shape {tuple(saved[key].shape)} "
-                                 f"but the param has shape {tuple(p.shape)}")
+            _validation.check_saved_array(i, key, saved[key], p)
         state = new_state(i, p, {"step": step, "exp_avg": saved["exp_avg"],
                                  "exp_avg_sq": saved["exp_avg_sq"]})
         return state

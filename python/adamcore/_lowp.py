@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numbers
 
-from . import _arrays
+from . import _arrays, _validation
 
 KAHAN_KEY = "kahan_comp"
 LOWP_DEFAULTS = {"state_dtype": None, "kahan_summation": False, "stochastic_rounding": False,
@@ -236,12 +236,7 @@ def load_state(i: int, p, saved: dict, group: dict, state: dict) -> None:
     if not group.get("kahan_summation") or KAHAN_KEY not in saved:
         return
     value = saved[KAHAN_KEY]
-    if not _arrays.is_array(value):
-        raise ValueError(f"{KAHAN_KEY} of param {i} is a {type(value).__name__}, not an array")
-    if tuple(value.shape) != tuple(p.shape):
-        raise ValueError(f"{KAHAN_KEY} of param {i} has shape {tuple(value.shape)} "
-                         f"but the param has shape {tuple(p.shape)}")
-    got = _arrays.dtype_name(value.dtype)
+    got = _validation.check_saved_array(i, KAHAN_KEY, value, p)
     if got not in _arrays.FLOAT_DTYPES:
         raise ValueError(f"{KAHAN_KEY} of param {i} has dtype {got}; expected "
                          f"{_arrays.dtype_name(p.dtype)}")

@@ -397,12 +397,7 @@ def _load_param_state(i: int, p, saved: dict, group: dict) -> dict:
         if key not in saved:
             raise ValueError(f"the state of param {i} has no '{key}'")
         value = saved[key]
-        if not _arrays.is_array(value):
-            raise ValueError(f"{key} of param {i} is a {type(value).__name__}, not an array")
-        if tuple(value.shape) != tuple(p.shape):
-            raise ValueError(f"{key} of param {i} has shape {tuple(value.shape)} "
-                             f"but the param has shape {tuple(p.shape)}")
-        got = _arrays.dtype_name(value.dtype)
+        got = _validation.check_saved_array(i, key, value, p)
         # torch keeps 16-bit parameters' state in 16 bits; adamcore widens it to float32 (or
         # keeps the group's state_dtype)
         if got != want and got != param_dtype and not (

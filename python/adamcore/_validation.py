@@ -82,6 +82,17 @@ def check_grad(i: int, p, g) -> None:
         )
 
 
+def check_saved_array(i: int, key: str, value, p) -> str:
+    """A state array of a loaded state dict: an array of param i's shape. Returns its dtype's
+    name (which dtypes fit is the caller's rule)."""
+    if not _arrays.is_array(value):
+        raise ValueError(f"{key} of param {i} is a {type(value).__name__}, not an array")
+    if tuple(value.shape) != tuple(p.shape):
+        raise ValueError(f"{key} of param {i} has shape {tuple(value.shape)} "
+                         f"but the param has shape {tuple(p.shape)}")
+    return dtype_name(value.dtype)
+
+
 def check_state(i: int, p, x, what: str, expected: str | None = None) -> None:
     """A state array handed in by the caller (adam_step): like its parameter, in the state dtype
     (``expected``; None: the default one)."""

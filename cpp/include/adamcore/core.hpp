@@ -41,6 +41,17 @@ inline int64_t stride_of(const ArrayRef& a, int32_t d) {
     return stride;
 }
 
+// True when a dense array is laid out in C order (so memory order is the logical index, which
+// stochastic rounding counts by).
+inline bool c_order(const ArrayRef& a) {
+    int64_t expected = 1;
+    for (int32_t d = a.ndim - 1; d >= 0; --d) {
+        if (a.shape[d] > 1 && stride_of(a, d) != expected) return false;
+        expected *= a.shape[d];
+    }
+    return true;
+}
+
 // One parameter, its gradient and its state. max_exp_avg_sq is used only with ADAMCORE_AMSGRAD,
 // compensation (the param's dtype) only with ADAMCORE_KAHAN_SUMMATION, seed only with
 // ADAMCORE_STOCHASTIC_ROUNDING. The state arrays' dtype is the state dtype (state_dtype_ok).
@@ -87,6 +98,18 @@ bool state_dtype_ok(DType param, DType state);
 // from data to the lowest element. The CPU and CUDA steps take such tensors as one flat run.
 bool dense_layout(const ArrayRef* const* arrays, size_t used, int64_t* low);
 
+// The bytes [begin, end) of an array a step writes, of tensor `tensor` (name: its role).
+struct WrittenSpan {
+    const char* begin;
+    const char* end;
+    size_t tensor;
+    const char* name;
+};
+
+// Fails (invalid_value, naming both) when two spans share memory: an element would be updated
+// twice. With across_tensors_only, spans of one tensor may overlap (checked elsewhere). Sorts spans.
+void require_disjoint(std::vector<WrittenSpan>& spans, bool across_tensors_only);
+
 // Every check (docs/errors.md) the core can make (shapes, dtypes, sizes, overlap, hparams), for
 // all tensors, before anything is written. Throws Error; the CPU and CUDA steps call it first.
 void validate_step(const TensorRef* tensors, size_t count, const adamcore_hparams* hparams,
@@ -100,6 +123,16 @@ void cpu_adam_step(const TensorRef* tensors, size_t count, const adamcore_hparam
 
 // Index of the first array (CPU memory, any layout) holding inf or NaN, or -1 if all are finite.
 int64_t cpu_first_nonfinite(const ArrayRef* arrays, size_t count);
+
+// Throws the non-finite-grad error when a grad of the tensors (anything with an ArrayRef grad)
+// holds inf or NaN; run before any write.
+template <class Tensor>
+void require_finite_grads(const Tensor* tensors, size_t count) {
+    std::vector<ArrayRef> grads(count);
+    for (size_t i = 0; i < count; ++i) grads[i] = tensors[i].grad;
+    const int64_t bad = cpu_first_nonfinite(grads.data(), count);
+    if (bad >= 0) throw nonfinite_grad_error(bad);
+}
 
 // Threads of the CPU core: default OMP_NUM_THREADS, else all cores. n >= 1.
 int get_num_threads();
