@@ -14,8 +14,8 @@ lowp_experiment.json and lowp_experiment.png (matplotlib, if installed) under --
 
 MODES maps a row name to the optimizer's keyword arguments; the key "param_dtype" (default
 float32) is the dtype the weights are stored in and is not passed to the optimizer. Add a row to
-compare another mode (e.g. ``"bf16 + int8 states": {"param_dtype": "bfloat16", "state_dtype":
-"int8_blockwise"}``).
+compare another mode (e.g. ``"bf16 + SR + bf16 states": {"param_dtype": "bfloat16",
+"stochastic_rounding": True, "state_dtype": "bfloat16"}``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ MODES = {
     "bf16 + kahan + bf16 states": {"param_dtype": "bfloat16", "kahan_summation": True,
                                    "state_dtype": "bfloat16"},
     "fp32 + bf16 states": {"state_dtype": "bfloat16"},
+    "fp32 + int8 states": {"state_dtype": "int8_blockwise"},
+    "bf16 + int8 states": {"param_dtype": "bfloat16", "state_dtype": "int8_blockwise"},
 }
 
 IN, HIDDEN, SAMPLES = 16, 64, 2048
