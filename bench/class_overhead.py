@@ -1,12 +1,12 @@
 """What the class API adds to the native plan over many small tensors (bench/NOTES.md section 8).
 
     python bench/class_overhead.py ratio [threads]    # interleaved adamcore.Adam.step / CpuPlan.step
-    python bench/class_overhead.py cold               # the steady step's Python side, warm and cold
+    python bench/class_overhead.py cold [k ...]       # the Python side, warm and cold, k tensors
 
 ``ratio`` alternates the two on their own copies of 100 float32 tensors of 10,000 elements and
-prints medians and minima. ``cold`` steps 100 tensors of 8 elements (so the kernel is nearly
-free) with the caches warm, then after a 32 MiB write before each call, as a large step or a
-forward/backward pass would leave them.
+prints medians and minima. ``cold`` steps k tensors of 8 elements (so the kernel is nearly
+free; k = 1, 10, 100 by default) with the caches warm, then after a 32 MiB write before each
+call, as a large step or a forward/backward pass would leave them.
 """
 
 from __future__ import annotations
@@ -66,26 +66,29 @@ def ratio(threads: int, rounds: int = 400) -> None:
           f"(min {min(c) / min(r):.3f})")
 
 
-def cold() -> None:
+def cold(counts=(1, 10, 100)) -> None:
     adamcore.set_num_threads(1)
-    raw, cls = tensors(8)
-    for _ in range(10):
-        raw(), cls()
     junk = np.zeros(32 << 20, np.uint8)
 
     def evict():
         junk.__iadd__(1)
 
-    for name, before in (("warm", None), ("cold", evict)):
-        r = statistics.median(timed(raw, before)) * 1e6
-        c = statistics.median(timed(cls, before)) * 1e6
-        print(f"{name}: raw {r:.1f} us, class {c:.1f} us, class - raw {c - r:.1f} us")
+    for k in counts:
+        raw, cls = tensors(8, k)
+        for _ in range(10):
+            raw(), cls()
+        row = []
+        for before in (None, evict):
+            r = statistics.median(timed(raw, before)) * 1e6
+            c = statistics.median(timed(cls, before)) * 1e6
+            row.append(f"raw {r:.1f} us, class {c:.1f} us, gap {c - r:.1f} us")
+        print(f"{k} tensors: warm {row[0]} | cold {row[1]}")
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["ratio"]:
         ratio(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
     elif sys.argv[1:2] == ["cold"]:
-        cold()
+        cold(tuple(map(int, sys.argv[2:])) or (1, 10, 100))
     else:
         sys.exit(__doc__)
