@@ -2,6 +2,8 @@
 section 8).
 
     python bench/class_overhead.py [k ...]    # k tensors of 8 elements each (default 1 10 100)
+    python bench/class_overhead.py paths N T  # the steady plan's two paths, N elements per
+                                              # tensor (100 tensors), T threads
 
 Steps the bench's two adamcore rows, the raw core and ``opt.step`` (adamcore.bench.peers), on
 tensors so small that the kernel is nearly free: first with the caches warm, then with a 32 MiB
@@ -51,5 +53,48 @@ def main(counts) -> None:
         print(f"{k} tensors: warm {row[0]} | cold {row[1]}")
 
 
+def paths(elements: int, threads: int, rounds: int = 300) -> None:
+    """The raw core against adamcore.Adam's two steady paths over 100 tensors, interleaved in
+    one process (each round runs the three in a rotating order): the one-call path NumPy params
+    take (``CpuPlan.steady_step``) and the check-by-check path of the other libraries, forced
+    by switching the plan's ``watched`` off; and the first one's native plan alone, on the same
+    arrays. A 64 MiB write before each call leaves the caches as a forward and backward pass
+    would, the same for every row (with 8 elements the kernel is nearly free)."""
+    import adamcore
+
+    runner.set_threads(threads)
+    junk = np.zeros(64 << 20, np.uint8)  # written before each call: no call finds another's data
+    work = [peers.make_work(cases.Case("cpu", (elements,) * 100, threads=threads))
+            for _ in range(3)]
+    raw = peers.AdamcoreRaw().setup(work[0]).step
+    steps = {"raw": raw}
+    for name, w in (("one call", work[1]), ("check by check", work[2])):
+        opt = adamcore.Adam(w.params, lr=peers.LR, betas=(peers.BETA1, peers.BETA2),
+                            eps=peers.EPS)
+        opt.step(w.grads)
+        opt._steady.watched = name == "one call"
+        steps[name] = (lambda o, g: lambda: o.step(g))(opt, w.grads)
+        if name == "one call":  # its native plan alone, on the same arrays
+            hparams = opt._steady._hparams(opt.param_groups, None)
+            steps["its kernel"] = (lambda n, g: lambda: n.step(g, hparams))(opt._steady.native,
+                                                                            w.grads)
+    names = list(steps)
+    times = {n: [] for n in names}
+    for r in range(rounds + 10):
+        for k in range(len(names)):
+            n = names[(r + k) % len(names)]
+            junk.__iadd__(1)
+            t0 = time.perf_counter()
+            steps[n]()
+            if r >= 10:
+                times[n].append(time.perf_counter() - t0)
+    med = {n: statistics.median(t) * 1e6 for n, t in times.items()}
+    print(f"100 x {elements}, {threads} thread(s): "
+          + ", ".join(f"{n} {med[n]:.1f} us ({med[n] / med['raw']:.3f}x)" for n in names))
+
+
 if __name__ == "__main__":
-    main(tuple(map(int, sys.argv[1:])) or (1, 10, 100))
+    if sys.argv[1:2] == ["paths"]:
+        paths(int(sys.argv[2]), int(sys.argv[3]))
+    else:
+        main(tuple(map(int, sys.argv[1:])) or (1, 10, 100))

@@ -20,6 +20,7 @@
 #include "binding_common.hpp"
 #include "blockwise_binding.hpp"
 #include "numpy_layout.hpp"
+#include "steady_watch.hpp"
 #include "../src/cpu_step_testing.h"
 #include "../src/cpu_norm.h"
 
@@ -54,17 +55,77 @@ public:
               return array_ref(a, role, i);
           })) {}
 
-    void step(const std::vector<ReadOnlyArray>& grads, const std::vector<HParamsTuple>& hparams_in,
+    void step(const std::vector<ReadOnlyArray>& grads, const std::vector<HParamsTuple>& hparams,
               bool check_finite) {
         check_count(grads.size(), tensors_.size(), "grads");
-        for (size_t i = 0; i < grads.size(); ++i) tensors_[i].grad = array_ref(grads[i], "grad", i);
-        const std::vector<adamcore_hparams> hparams = to_hparams(hparams_in);
-        {
-            nb::gil_scoped_release release;
-            cpu_adam_step(tensors_.data(), tensors_.size(), hparams.data(), hparams.size(),
-                          check_finite);
+        run(grads, to_hparams(hparams), check_finite);
+    }
+
+    // The steady step of adamcore.Adam over NumPy params in one call (adamcore/_steady.py).
+    // watch(): the objects it checks, and the claims list (adamcore/_memory.py) with this plan's
+    // addresses; watch_groups(): the groups, the values their hyperparameters were built from,
+    // those hyperparameters and the groups' step counts.
+    void watch(const nb::list& params, const nb::list& keys, const nb::list& dicts,
+               const nb::list& array_keys, const nb::list& arrays, const nb::str& step_key,
+               const nb::list& claims, const nb::handle& claimed) {
+        SteadyWatch watch(params, keys, dicts, array_keys, arrays, step_key);
+        check_count(watch.size(), tensors_.size(), "watched params");
+        watch_.emplace(std::move(watch));
+        claims_ = claims;
+        claimed_ = nb::borrow(claimed);
+    }
+
+    void watch_groups(const std::vector<size_t>& indices, const nb::list& groups,
+                      const nb::tuple& keys, const nb::list& values, nb::handle absent,
+                      const std::vector<HParamsTuple>& hparams, const std::vector<int64_t>& steps) {
+        groups_.emplace(indices, groups, keys, values, absent, to_hparams(hparams), steps);
+    }
+
+    // 1 having stepped, where the params, their state dicts, arrays and step counters are those
+    // watched, each param still has the layout imported, each grad is a NumPy array and the
+    // groups are unchanged (or `hparams` is given: the Python side built them); then the
+    // counters advance. 0 having written nothing where any of that changed; -1 having written
+    // nothing where only a group's values changed (the caller builds hparams and calls again).
+    // The claim and the core's checks of grads and hyperparameters raise, before any write.
+    int steady_step(nb::handle params, nb::handle state, nb::handle grads, nb::handle groups,
+                    const std::optional<std::vector<HParamsTuple>>& hparams, bool check_finite) {
+        if (!watch_ || !groups_) throw Error(ErrorKind::internal, "steady_step() before watch()");
+        Py_ssize_t n = 0;
+        PyObject** grad_items = sequence_items(grads.ptr(), &n);
+        if (grad_items == nullptr || static_cast<size_t>(n) != tensors_.size()) return 0;
+        for (Py_ssize_t i = 0; i < n; ++i) prefetch(grad_items[i]);
+        std::vector<adamcore_hparams> next;
+        if (hparams) {
+            next = to_hparams(*hparams);
+            check_count(next.size(), groups_->size(), "hparams");
+        } else {
+            if (!groups_->unchanged(groups)) return -1;
+            next = groups_->next();
         }
-        for (TensorRef& t : tensors_) t.grad = ArrayRef{};  // the grads are not held past the call
+        if (!watch_->unchanged(params, state)) return 0;
+        PyObject** param_items = sequence_items(params.ptr(), &n);  // checked by unchanged()
+        std::vector<ReadOnlyArray> imported(tensors_.size());
+        for (size_t i = 0; i < tensors_.size(); ++i) {
+            if (!numpy_matches(param_items[i], tensors_[i].param) ||
+                !PyObject_TypeCheck(grad_items[i], ndarray_type()) ||
+                !nb::try_cast(nb::handle(grad_items[i]), imported[i], /*convert=*/false))
+                return 0;
+        }
+        claim(claims_, claimed_, "step()");
+        struct Release {
+            const nb::list& claims;
+            nb::handle addresses;
+            ~Release() { release_quietly(claims, addresses); }
+        } release{claims_, claimed_};
+        run(imported, next, check_finite);
+        groups_->advance();
+        watch_->advance();
+        return 1;
+    }
+
+    std::vector<int64_t> group_steps() const {
+        if (!groups_) throw Error(ErrorKind::internal, "group_steps() before watch_groups()");
+        return groups_->steps();
     }
 
     // True while every param is still a writeable NumPy array over the memory, shape, strides
@@ -83,8 +144,25 @@ public:
     size_t size() const { return tensors_.size(); }
 
 private:
+    void run(const std::vector<ReadOnlyArray>& grads, const std::vector<adamcore_hparams>& hparams,
+             bool check_finite) {
+        struct Unset {  // the grads are not held past the call, whatever happens in it
+            std::vector<TensorRef>& tensors;
+            ~Unset() { for (TensorRef& t : tensors) t.grad = ArrayRef{}; }
+        } unset{tensors_};
+        for (size_t i = 0; i < grads.size(); ++i) tensors_[i].grad = array_ref(grads[i], "grad", i);
+        nb::gil_scoped_release release;
+        cpu_adam_step(tensors_.data(), tensors_.size(), hparams.data(), hparams.size(),
+                      check_finite);
+    }
+
     HeldArrays held_;
     std::vector<TensorRef> tensors_;
+    // steady_step's Python objects (set by watch and watch_groups), and its claim
+    std::optional<SteadyWatch> watch_;
+    std::optional<GroupWatch> groups_;
+    nb::list claims_;
+    nb::object claimed_;
 };
 
 void adam_step(std::vector<Array> params, const std::vector<ReadOnlyArray>& grads,
@@ -202,6 +280,23 @@ NB_MODULE(_core, m) {
         .def("holds", &CpuPlan::holds, "params"_a, "grads"_a,
              "Whether each param is still a writeable NumPy array over the memory, shape, "
              "strides and dtype imported, and each grad a NumPy array.")
+        .def("watch", &CpuPlan::watch, "params"_a, "keys"_a, "dicts"_a, "array_keys"_a,
+             "arrays"_a, "step_key"_a, "claims"_a, "claimed"_a,
+             "The Python objects steady_step checks: the param objects, their keys in the "
+             "state mapping, their state dicts, per param the state arrays' keys, the arrays "
+             "(param after param), the step counter's key; and the claims list with this "
+             "plan's addresses.")
+        .def("watch_groups", &CpuPlan::watch_groups, "indices"_a, "groups"_a, "keys"_a,
+             "values"_a, "absent"_a, "hparams"_a, "steps"_a,
+             "The groups steady_step checks (each at its index in the front end's list), the "
+             "values under keys their hparams were built from (absent: a key the group lacked), "
+             "those hparams and the groups' step counts.")
+        .def("steady_step", &CpuPlan::steady_step, "params"_a, "state"_a, "grads"_a,
+             "groups"_a, "hparams"_a.none(), "check_finite"_a = false,
+             "One step where everything watched is unchanged: 1 (the counters advance); 0 "
+             "having written nothing where something changed, -1 where only a group's values "
+             "did (pass hparams).")
+        .def("group_steps", &CpuPlan::group_steps, "Each watched group's step count.")
         .def("__len__", &CpuPlan::size);
 
     m.def("adam_step", &adam_step, "params"_a.noconvert(), "grads"_a.noconvert(),
@@ -223,6 +318,11 @@ NB_MODULE(_core, m) {
     nb::module_ steady = m.def_submodule("_steady", "The steady plan's checks of state dicts.");
     steady.def("same_items", &same_items, "dicts"_a, "keys"_a, "expected"_a,
                "Whether the entries under keys of every dict are, in order, the expected objects.");
+    steady.def("claim", &claim, "claims"_a, "addresses"_a, "who"_a,
+               "Appends addresses (a frozenset) to claims, or raises RuntimeError where a set "
+               "there shares one; atomic under the GIL.");
+    steady.def("release", &release, "claims"_a, "addresses"_a,
+               "Removes that set (or an equal one) from claims.");
     steady.def("increment", &increment, "dicts"_a, "key"_a, "d[key] += 1 for every dict; returns the new values.");
 
     m.def("first_nonfinite", &first_nonfinite, "arrays"_a.noconvert(),

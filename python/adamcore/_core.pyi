@@ -44,6 +44,26 @@ class CpuPlan:
     def holds(self, params: list[object], grads: list[object]) -> bool:
         """Whether each param is still a writeable NumPy array over the memory, shape,
         strides and dtype imported, and each grad a NumPy array."""
+    def watch(self, params: list[object], keys: list[object], dicts: list[dict],
+              array_keys: list[tuple[str, ...]], arrays: list[object], step_key: str,
+              claims: list[frozenset[int]], claimed: frozenset[int]) -> None:
+        """The Python objects steady_step checks: the param objects, their keys in the state
+        mapping, their state dicts, per param the state arrays' keys, the arrays (param after
+        param), the step counter's key; and the claims list with this plan's addresses."""
+    def watch_groups(self, indices: Sequence[int], groups: list[dict], keys: tuple[str, ...],
+                     values: list[object], absent: object, hparams: Sequence[_HParams],
+                     steps: Sequence[int]) -> None:
+        """The groups steady_step checks (each at its index in the front end's list), the
+        values under keys their hparams were built from (absent: a key the group lacked),
+        those hparams and the groups' step counts."""
+    def steady_step(self, params: Sequence[object], state: dict, grads: Sequence[object],
+                    groups: list[dict], hparams: Sequence[_HParams] | None,
+                    check_finite: bool = False) -> int:
+        """One step where everything watched is unchanged: 1 (the counters advance); 0 having
+        written nothing where something changed, -1 where only a group's values did (pass
+        hparams)."""
+    def group_steps(self) -> list[int]:
+        """Each watched group's step count."""
     def __len__(self) -> int: ...
 
 def adam_step(params: Sequence[_DLPackArray], grads: Sequence[_DLPackArray],
@@ -107,5 +127,10 @@ class _SteadyModule(ModuleType):
         """Whether the entries under keys of every dict are, in order, the expected objects."""
     def increment(self, dicts: list[dict[str, object]], key: str) -> list[object]:
         """d[key] += 1 for every dict; returns the new values."""
+    def claim(self, claims: list[frozenset[int]], addresses: frozenset[int], who: str) -> None:
+        """Appends addresses to claims, or raises RuntimeError where a set there shares one;
+        atomic under the GIL."""
+    def release(self, claims: list[frozenset[int]], addresses: frozenset[int]) -> None:
+        """Removes that set (or an equal one) from claims."""
 
 _steady: _SteadyModule

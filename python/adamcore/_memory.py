@@ -20,12 +20,11 @@ skipped: nothing writes them in place.
 from __future__ import annotations
 
 import math
-import threading
 from typing import NamedTuple
 
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _core
 
 
 class Layout(NamedTuple):
@@ -221,25 +220,24 @@ def check_plain_view(what: str, x) -> None:
 # part of that is caught here: the start addresses of the arrays a step writes are claimed for
 # the length of the step, and a step that finds one of them claimed raises instead of racing.
 
-_claimed: set[int] = set()
-_claimed_lock = threading.Lock()
+# The claims now held, one frozenset per step in progress: a claim compares its set with each of
+# them (none, unless optimizers step in several threads at once), so claiming costs nothing per
+# array; a single merged set would hash every address in and out at every step (~10 us a step
+# over 100 params with the caches cold, bench/NOTES.md CPU section 8). The check and the append
+# are one native call holding the GIL, hence atomic; the steady plan's native step claims in the
+# same list (CpuPlan.watch).
+CLAIMS: list[frozenset[int]] = []
 
 
 def claim(addresses: frozenset[int], who: str) -> None:
     """Claims the start addresses of the arrays a step writes; RuntimeError if another step,
     in another thread, holds one of them. Pair every claim with :func:`release`."""
-    with _claimed_lock:
-        if not _claimed.isdisjoint(addresses):
-            raise RuntimeError(
-                f"{who}: another optimizer is stepping a parameter of this one in another "
-                f"thread right now; two optimizers that share a parameter must not step at "
-                f"the same time (one update would be lost). Nothing was updated")
-        _claimed.update(addresses)
+    _core._steady.claim(CLAIMS, addresses, who)
 
 
 def release(addresses: frozenset[int]) -> None:
-    with _claimed_lock:
-        _claimed.difference_update(addresses)
+    """Ends a claim of these addresses."""
+    _core._steady.release(CLAIMS, addresses)
 
 
 # ---- complex arrays as pairs of reals ----------------------------------------------------------

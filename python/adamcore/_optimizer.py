@@ -148,15 +148,17 @@ class Adam:
         Everything is checked before anything is written: on error no parameter, no state and
         no step counter has changed. Returns the list of params.
         """
-        if grads is None:
-            raise TypeError(f"{type(self).__name__}.step() needs the grads, one per param in "
-                            f"the order of the params; it does not read p.grad (for torch "
-                            f"training loops that fill p.grad, use adamcore.torch."
-                            f"{type(self).__name__}, a torch.optim drop-in)")
-        if _arrays.is_array(grads):
-            raise TypeError("grads must be a sequence of arrays (one per param), not an array")
-        if not isinstance(grads, (list, tuple)):
-            grads = list(grads)
+        if type(grads) is not list and type(grads) is not tuple:  # the usual case first
+            if grads is None:
+                raise TypeError(f"{type(self).__name__}.step() needs the grads, one per param "
+                                f"in the order of the params; it does not read p.grad (for "
+                                f"torch training loops that fill p.grad, use adamcore.torch."
+                                f"{type(self).__name__}, a torch.optim drop-in)")
+            if _arrays.is_array(grads):
+                raise TypeError("grads must be a sequence of arrays (one per param), not an "
+                                "array")
+            if not isinstance(grads, (list, tuple)):
+                grads = list(grads)
         if not self._lock.acquire(blocking=False):
             raise _busy(self, "step")
         try:
@@ -165,8 +167,7 @@ class Adam:
                 groups = self.param_groups
                 params = groups[0]["params"] if len(groups) == 1 else \
                     [p for g in groups for p in g["params"]]
-                states = list(map(self.state.get, range(len(params))))
-                if steady.step(params, states, grads, groups):
+                if steady.step(params, self.state, grads, groups):
                     return list(params)
                 self._steady = None
             params = self._step(grads)
@@ -415,7 +416,7 @@ def _steady_plan(opt: Adam, grads) -> _steady.SteadyPlan | None:
     i = 0
     for k, group in enumerate(opt.param_groups):
         for p in group["params"]:
-            slots.append(_steady.Slot(p, opt.state[i], len(groups)))
+            slots.append(_steady.Slot(p, opt.state[i], len(groups), i))
             i += 1
         groups.append((k, group))
     return _steady.SteadyPlan.build(slots, groups, _steady.IntSteps, list(map(type, grads)))

@@ -14,6 +14,10 @@ params and state arrays; before each step it checks only what can change between
 - the grads' types; the native plan checks their shapes, dtypes and devices, and the
   hyperparameters, before it writes.
 
+For NumPy params with int counters (adamcore.Adam) all of this but the groups is one native call
+(``CpuPlan.watch`` once, ``CpuPlan.steady_step`` each step), which also steps and advances the
+counters: each object is then touched once per step instead of once per check.
+
 Whenever anything changed, or an input is unusual, ``step`` returns False having written
 nothing and the front end runs the general step, which validates everything and raises the
 precise error, if there is one, then builds a new plan. ``needs_general_path`` is the one place
@@ -26,6 +30,7 @@ import operator
 from itertools import chain
 from typing import NamedTuple
 
+import numpy as np
 from numpy import ndarray as _ndarray
 
 from . import _arrays, _blockwise, _core, _hparams, _lowp, _memory
@@ -39,12 +44,33 @@ def needs_general_path(group: dict) -> bool:
     return _lowp.uses_lowp(group) or _blockwise.is_quantized(group)
 
 
+# Every key of a param group whose value a steady step reads (the hyperparameters, their flags,
+# and the options that send a group to the general path): while each is the very object it was,
+# the hyperparameters built from them hold (tests/test_steady.py checks that no other is read).
+GROUP_KEYS = ("lr", "betas", "eps", "weight_decay", "max_lr", "decoupled_weight_decay",
+              "decouple_lr", "amsgrad", "maximize", "check_finite", "state_dtype",
+              "kahan_summation", "stochastic_rounding")
+_IMMUTABLE = (float, int, str, type(None), np.generic)
+_ABSENT = object()  # a key the group lacks
+_PLACEHOLDER = _hparams.StepHParams(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1, 0)  # never used: see below
+
+
+def _cacheable(value) -> bool:
+    """Whether hyperparameters built from value stay right while value is the same object: a
+    number, a string, None or a tuple of those (not a schedule, a list or a tensor)."""
+    if type(value) is tuple:
+        return all(map(_cacheable, value))
+    return isinstance(value, _IMMUTABLE)
+
+
 class Slot(NamedTuple):
-    """A param the plan steps: the array, its state dict and its group's position."""
+    """A param the plan steps: the array, its state dict, its group's position and the key of
+    its state dict in the front end's state mapping."""
 
     param: object  # what the backend writes (a DTensor's local shard, a detached tensor, ...)
     state: dict
     group: int  # index into the plan's groups
+    key: object  # opt.state[key] is state: the param's index (adamcore.Adam), the param (torch)
 
 
 _is = operator.is_
@@ -122,7 +148,7 @@ class SteadyPlan:
         self.arrays = list(chain.from_iterable(map(operator.call, self.getters, self.states)))
         self.groups = groups  # (index among the front end's param groups, the group dict)
         self.flags = [(g["amsgrad"], bool(g["check_finite"])) for _, g in groups]
-        self.group_steps = group_steps
+        self._group_steps = group_steps
         self.check_finite = self.flags[0][1]
         self.counters = counters
         self.grad_types = grad_types
@@ -139,6 +165,39 @@ class SteadyPlan:
         # same time raises instead of losing an update (see _memory.claim)
         self.claimed = frozenset(lay.ptr for lay in map(_memory.layout, self.params)
                                  if lay is not None)
+        self.state_keys = [s.key for s in slots]
+        # NumPy params with int counters (adamcore.Adam): the native plan checks the params, the
+        # state dicts, their arrays and counters, steps and advances the counters, all in one
+        # call (CpuPlan.steady_step), touching each object once: after a large step every one of
+        # them is a cache miss, and the checks made one by one from Python cost a 100-tensor
+        # step ~50 us (bench/NOTES.md, CPU section 8)
+        self.watched = self.numpy and isinstance(counters, IntSteps) and hasattr(native, "watch")
+        if self.watched:
+            names = [("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if g is _WITH_MAX
+                     else ("exp_avg", "exp_avg_sq") for g in self.getters]
+            native.watch(self.params, self.state_keys, self.states, names, self.arrays, "step",
+                         _memory.CLAIMS, self.claimed)
+            self._watch_groups([_hparams.step_hparams(g, step + 1, checked=False)
+                                if not callable(g["lr"]) else _PLACEHOLDER
+                                for (_, g), step in zip(groups, group_steps)], group_steps)
+
+    @property
+    def group_steps(self) -> list[int]:
+        """How many steps each of the plan's groups has taken."""
+        return self.native.group_steps() if self.watched else self._group_steps
+
+    def _watch_groups(self, hparams: list, steps: list[int]) -> None:
+        """Hands the native plan the groups, the values hparams were built from and the step
+        counts; a group whose values are not cacheable (a schedule) gets a value that never
+        matches, so that each of its steps builds its hyperparameters here."""
+        values = []
+        for _, group in self.groups:
+            row = [group.get(key, _ABSENT) for key in GROUP_KEYS]
+            if not all(_cacheable(v) or v is _ABSENT for v in row):
+                row[0] = object()
+            values += row
+        self.native.watch_groups([k for k, _ in self.groups], [g for _, g in self.groups],
+                                 GROUP_KEYS, values, _ABSENT, hparams, steps)
 
     @classmethod
     def build(cls, slots: list[Slot], groups: list[tuple[int, dict]], steps_kind,
@@ -174,17 +233,32 @@ class SteadyPlan:
     def _pointers(self) -> list:
         return [x.data_ptr() for x in self.written]
 
-    def step(self, params: list, states: list, grads: list, groups: list[dict],
+    def step(self, params: list, state: dict, grads: list, groups: list[dict],
              plain=None) -> bool:
         """One step through the native plan: True, or False having written nothing where
-        something changed (then the front end runs the general step). ``plain`` turns a group
-        into plain numbers first (torch allows tensors for lr and betas)."""
+        something changed (then the front end runs the general step). ``state`` is the front
+        end's state mapping (each param's dict under its key); ``plain`` turns a group into
+        plain numbers first (torch allows tensors for lr and betas)."""
+        if self.watched:
+            native, check_finite = self.native, self.check_finite
+            try:
+                done = native.steady_step(params, state, grads, groups, None, check_finite)
+                if done < 0:  # a group's values changed, or follow a schedule: built here
+                    hparams = self._hparams(groups, plain)
+                    if hparams is None:
+                        return False
+                    self._watch_groups(hparams, native.group_steps())
+                    done = native.steady_step(params, state, grads, groups, hparams, check_finite)
+            except (TypeError, ValueError, BufferError, RuntimeError):
+                return False  # refused before writing: the general step says precisely why
+            return done > 0
         if not self.numpy:  # NumPy grads are checked by the native plan (holds)
             types = self.grad_types
             if len(grads) != len(types) or not all(map(_is, map(type, grads), types)):
                 return False
         if len(params) != len(self.params) or not all(map(_is, params, self.params)):
             return False
+        states = list(map(state.get, self.state_keys))
         if not all(map(_is, states, self.states)):
             return False
         if self.keys is not None:
@@ -200,14 +274,9 @@ class SteadyPlan:
                 return False
         if not self.counters.unchanged(states):
             return False
-        hparams = []
-        for (k, group), flags, step in zip(self.groups, self.flags, self.group_steps):
-            if (k >= len(groups) or groups[k] is not group
-                    or (group["amsgrad"], bool(group["check_finite"])) != flags
-                    or needs_general_path(group)):
-                return False
-            hparams.append(_hparams.step_hparams(group if plain is None else plain(group),
-                                                 step + 1, checked=False))
+        hparams = self._hparams(groups, plain)
+        if hparams is None:
+            return False
         if self.torch:
             if self._pointers() != self.pointers or list(map(_shape, params)) != self.shapes:
                 return False  # storage swapped (p.data = ..., share_memory_()) or resized
@@ -226,5 +295,18 @@ class SteadyPlan:
         if self.torch:
             bump_versions(self.written)  # as an in-place op would: autograd sees the update
         self.counters.advance(states)
-        self.group_steps = [s + 1 for s in self.group_steps]
+        self._group_steps = [s + 1 for s in self._group_steps]
         return True
+
+    def _hparams(self, groups: list[dict], plain) -> list | None:
+        """Each group's hyperparameters for the next step, or None where a group was replaced
+        or its amsgrad, check_finite or low-precision options changed."""
+        hparams = []
+        for (k, group), flags, step in zip(self.groups, self.flags, self.group_steps):
+            if (k >= len(groups) or groups[k] is not group
+                    or (group["amsgrad"], bool(group["check_finite"])) != flags
+                    or needs_general_path(group)):
+                return None
+            hparams.append(_hparams.step_hparams(group if plain is None else plain(group),
+                                                 step + 1, checked=False))
+        return hparams

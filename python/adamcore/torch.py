@@ -158,8 +158,7 @@ class Adam(Optimizer):
         if not params:
             return loss
         plan = self._plan
-        if plan is None or not plan.step(params, list(map(self.state.get, params)), grads,
-                                         self.param_groups, _plain):
+        if plan is None or not plan.step(params, self.state, grads, self.param_groups, _plain):
             self._plan = None
             with torch.no_grad():
                 self._general_step()
@@ -417,7 +416,7 @@ def _steady_plan(opt: Adam, grads: list) -> _steady.SteadyPlan | None:
             if p.grad is not None:
                 if _is_dtensor(p):
                     return None
-                slots.append(_steady.Slot(p, opt.state[p], len(groups)))
+                slots.append(_steady.Slot(p, opt.state[p], len(groups), p))
         if len(slots) > start:
             groups.append((k, group))
     return _steady.SteadyPlan.build(slots, groups, _steady.TensorSteps, list(map(type, grads)))

@@ -1,0 +1,251 @@
+"""The steady plan (adamcore/_steady.py): whatever a caller edits between two steps, a step on
+the plan does exactly what the general step does.
+
+Each edit runs twice: on an optimizer that has been stepping on its plan, and on a twin whose
+plans are switched off (every step general). Same outcome either way: the same params and state
+after the step, or the same exception with nothing changed."""
+
+import copy
+
+import numpy as np
+import pytest
+
+import adamcore
+from adamcore import _steady
+
+
+def _replace_param(opt, params, grads):
+    opt.param_groups[0]["params"][1] = params[1].copy()
+
+
+def _replace_state_array(opt, params, grads):
+    opt.state[0]["exp_avg"] = np.zeros_like(params[0])
+
+
+def _reset_counter(opt, params, grads):
+    opt.state[2]["step"] = 100
+
+
+def _equal_new_counter(opt, params, grads):
+    opt.state[2]["step"] = int(str(opt.state[2]["step"]))  # equal value, another object
+
+
+def _copy_state_dict(opt, params, grads):
+    opt.state[1] = dict(opt.state[1])
+
+
+def _new_state_mapping(opt, params, grads):
+    opt.state = {k: dict(v) for k, v in opt.state.items()}
+
+
+def _delete_state_key(opt, params, grads):
+    del opt.state[0]["exp_avg_sq"]
+
+
+def _delete_counter(opt, params, grads):
+    del opt.state[1]["step"]
+
+
+def _reshape_param(opt, params, grads):
+    params[0].shape = (params[0].size, 1)
+    grads[0] = grads[0].reshape(params[0].shape)
+
+
+def _read_only_param(opt, params, grads):
+    params[1].flags.writeable = False
+
+
+def _grads_as_tuple(opt, params, grads):
+    return tuple(grads)
+
+
+def _grad_float64(opt, params, grads):
+    grads[1] = grads[1].astype(np.float64)
+
+
+def _grad_wrong_shape(opt, params, grads):
+    grads[2] = np.ones(3, np.float32)
+
+
+def _grad_a_list(opt, params, grads):
+    grads[0] = grads[0].tolist()
+
+
+def _one_grad_missing(opt, params, grads):
+    del grads[-1]
+
+
+def _lr_edited(opt, params, grads):
+    opt.param_groups[0]["lr"] = 0.5
+
+
+def _eps_edited_to_none(opt, params, grads):
+    opt.param_groups[0]["eps"] = None
+
+
+def _maximize_on(opt, params, grads):
+    opt.param_groups[0]["maximize"] = True
+
+
+def _betas_edited(opt, params, grads):
+    opt.param_groups[0]["betas"] = (0.5, 0.75)
+
+
+def _weight_decay_edited(opt, params, grads):
+    opt.param_groups[0]["weight_decay"] = 0.5
+
+
+def _group_replaced(opt, params, grads):
+    opt.param_groups[0] = dict(opt.param_groups[0], lr=0.01)
+
+
+def _amsgrad_on(opt, params, grads):
+    opt.param_groups[0]["amsgrad"] = True
+
+
+def _grad_not_finite_with_check(opt, params, grads):
+    opt.param_groups[0]["check_finite"] = True
+    grads[1][0] = np.nan
+
+
+def _nothing(opt, params, grads):
+    pass
+
+
+EDITS = [_nothing, _replace_param, _replace_state_array, _reset_counter, _equal_new_counter,
+         _copy_state_dict, _new_state_mapping, _delete_state_key, _delete_counter,
+         _reshape_param, _read_only_param, _grads_as_tuple, _grad_float64, _grad_wrong_shape,
+         _grad_a_list, _one_grad_missing, _lr_edited, _eps_edited_to_none, _maximize_on,
+         _betas_edited, _weight_decay_edited, _group_replaced, _amsgrad_on,
+         _grad_not_finite_with_check]
+
+
+def _run(edit, plans: bool, monkeypatch, shapes):
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    with monkeypatch.context() as m:
+        if not plans:
+            m.setattr(_steady.SteadyPlan, "build", classmethod(lambda *a, **k: None))
+        opt = adamcore.AdamW(params, lr=0.1, weight_decay=0.1)
+        for _ in range(3):
+            opt.step([rng.standard_normal(p.shape).astype(np.float32) for p in params])
+        if plans:
+            assert opt._steady is not None and opt._steady.watched
+        grads = [rng.standard_normal(p.shape).astype(np.float32) for p in params]
+        grads = edit(opt, params, grads) or grads  # an edit may return other grads
+        before = copy.deepcopy((params, opt.state))
+        try:
+            opt.step(grads)
+            error = None
+        except Exception as e:  # noqa: BLE001 - compared between the two runs
+            error = (type(e), str(e))
+            after = (params, opt.state)
+            np.testing.assert_equal(after, before)  # nothing changed
+        # one more step: the optimizer goes on from wherever the edit left it
+        if error is None:
+            opt.step([np.full_like(p, 0.25) if isinstance(p, np.ndarray) else p for p in params])
+        return error, params, opt.state
+
+
+@pytest.mark.parametrize("edit", EDITS, ids=lambda f: f.__name__.strip("_"))
+def test_an_edit_between_steps_gives_what_the_general_step_gives(edit, monkeypatch):
+    shapes = [(7,), (17,), (2, 5)]
+    planned = _run(edit, True, monkeypatch, shapes)
+    general = _run(edit, False, monkeypatch, shapes)
+    assert planned[0] == general[0]
+    np.testing.assert_equal(planned[1], general[1])
+    np.testing.assert_equal(planned[2], general[2])
+
+
+def test_the_plan_stays_while_nothing_changes_and_counts_every_step():
+    params = [np.zeros(5, np.float32) for _ in range(300)]  # keys past the small-int cache
+    opt = adamcore.Adam(params, lr=0.1)
+    grads = [np.ones(5, np.float32) for _ in params]
+    opt.step(grads)
+    plan = opt._steady
+    for _ in range(4):
+        opt.step(tuple(grads))
+    assert opt._steady is plan and plan.watched
+    assert {s["step"] for s in opt.state.values()} == {5}
+    assert plan.group_steps == [5]
+    np.testing.assert_allclose(params[299], -0.5)  # lr 0.1 times 5 steps of sign(g)
+
+
+def test_steady_step_declines_without_writing_when_an_object_changed():
+    """The native call itself: 0 (or -1 for a group's values) having written nothing, counters
+    included; 1 having stepped."""
+    params = [np.zeros(4, np.float32), np.zeros(3, np.float32)]
+    opt = adamcore.Adam(params, lr=0.1)
+    grads = [np.ones(4, np.float32), np.ones(3, np.float32)]
+    opt.step(grads)
+    opt.step(grads)
+    plan, groups = opt._steady, opt.param_groups
+    values = copy.deepcopy((params, opt.state))
+
+    def step(params=params, state=opt.state, grads=grads, groups=groups):
+        return plan.native.steady_step(params, state, grads, groups, None)
+
+    assert step(params=params[::-1]) == 0
+    assert step(state={k: dict(v) for k, v in opt.state.items()}) == 0
+    assert step(grads=grads[:1]) == 0
+    assert step(grads=[grads[0], [1.0, 1.0, 1.0]]) == 0
+    assert step(grads=iter(grads)) == 0
+    assert step(groups=[dict(groups[0])]) == -1
+    assert step(groups=tuple(groups)) == -1
+    groups[0]["lr"] = float("0.1")  # equal, another object: hyperparameters built again
+    assert step() == -1
+    np.testing.assert_equal((params, opt.state), values)
+    assert plan.group_steps == [2]
+    opt.step(grads)  # builds them and watches the new value
+    assert step() == 1
+    assert opt.state[0]["step"] == 4 and opt.state[1]["step"] == 4 and plan.group_steps == [4]
+
+
+class _Recording(dict):
+    """A param group that records the keys read from it."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.read = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+
+@pytest.mark.parametrize("options", [{}, {"amsgrad": True, "maximize": True},
+                                     {"decouple_lr": True, "max_lr": 0.2, "weight_decay": 0.1}])
+def test_a_steady_step_reads_no_group_key_the_plan_does_not_watch(options):
+    """GROUP_KEYS must name every key whose value the plan's step depends on: the cached
+    hyperparameters are reused while those are unchanged."""
+    opt = adamcore.AdamW([np.zeros(3, np.float32)], lr=0.1, **options)
+    opt.step([np.ones(3, np.float32)])
+    plan = opt._steady
+    group = _Recording(opt.param_groups[0])
+    plan.groups = [(0, group)]
+    assert plan._hparams([group], None) is not None  # what a step computes from a group
+    assert group.read  # (the hyperparameters were read from it)
+    assert group.read <= set(_steady.GROUP_KEYS) | {"params"}
+
+
+def test_group_edits_take_effect_on_the_plan_without_leaving_it(monkeypatch):
+    """lr edited every step (what an LR scheduler does), and a schedule: the plan stays, and
+    each step uses the value of that moment."""
+    p, q = np.zeros(5, np.float32), np.zeros(5, np.float32)
+    opt = adamcore.Adam([{"params": [p]}, {"params": [q], "lr": lambda c: 0.01 * (c + 1)}],
+                        lr=0.1)
+    g = [np.ones(5, np.float32)] * 2
+    opt.step(g)
+    plan = opt._steady
+    for k in range(4):
+        opt.param_groups[0]["lr"] = 0.1 / (k + 2)
+        opt.step(g)
+        assert opt._steady is plan
+    # the sign of the first update is kept (g constant): each step moves by its lr
+    np.testing.assert_allclose(p, -(0.1 + sum(0.1 / (k + 2) for k in range(4))), rtol=1e-5)
+    np.testing.assert_allclose(q, -sum(0.01 * (c + 1) for c in range(5)), rtol=1e-5)
+    assert plan.group_steps == [5, 5]
