@@ -31,7 +31,6 @@ from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
-from numpy import ndarray as _ndarray
 
 from . import _arrays, _blockwise, _core, _hparams, _lowp, _memory
 from ._dispatch import StepTensor, backend_for, bump_versions
