@@ -117,9 +117,14 @@ public:
             nb::handle addresses;
             ~Release() { release_quietly(claims, addresses); }
         } release{claims_, claimed_};
-        run(imported, next, check_finite);
+        watch_->advance();  // before the kernel evicts the dicts from the caches; undone if it raises
+        try {
+            run(imported, next, check_finite);
+        } catch (...) {
+            watch_->undo();
+            throw;
+        }
         groups_->advance();
-        watch_->advance();
         return 1;
     }
 

@@ -10,7 +10,9 @@
 
 #include <nanobind/nanobind.h>
 
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -95,13 +97,28 @@ public:
     }
 
     // d[step_key] += 1 for every watched dict (counters checked by `unchanged` just before).
+    // Done before the kernel, while the dicts are in the caches (after it, each is a miss);
+    // undo() puts the previous counters back if the kernel then refuses the step.
     void advance() {
         nb::object one = nb::int_(1);
+        previous_ = steps_;
         for (size_t i = 0; i < size(); ++i) {
             nb::object next = nb::steal(PyNumber_Add(steps_[i].ptr(), one.ptr()));
-            if (!next.is_valid() || PyDict_SetItem(dicts_[i].ptr(), step_key_.ptr(), next.ptr()))
-                throw nb::python_error();
+            if (!next.is_valid() || PyDict_SetItem(dicts_[i].ptr(), step_key_.ptr(), next.ptr())) {
+                nb::python_error error;  // fetched, so that undo() can call into Python
+                undo(i);
+                throw error;
+            }
             steps_[i] = std::move(next);
+        }
+    }
+
+    // The counters as they were before advance(), in the first `count` dicts (all by default).
+    void undo(size_t count = SIZE_MAX) noexcept {
+        for (size_t i = 0; i < std::min(count, size()); ++i) {
+            if (PyDict_SetItem(dicts_[i].ptr(), step_key_.ptr(), previous_[i].ptr()) != 0)
+                PyErr_WriteUnraisable(dicts_[i].ptr());  // memory exhausted: nothing to do
+            steps_[i] = previous_[i];
         }
     }
 
@@ -114,6 +131,7 @@ private:
     }
 
     std::vector<nb::object> params_, keys_, dicts_, steps_, array_keys_, arrays_;
+    std::vector<nb::object> previous_;  // the counters before the last advance()
     std::vector<size_t> first_;  // param i's state keys and arrays: [first_[i], first_[i + 1])
     nb::object step_key_;
 };
