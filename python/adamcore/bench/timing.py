@@ -1,13 +1,18 @@
-"""Interleaved timing: every implementation of a case runs once per round (A B C A B C ...).
+"""Interleaved timing: every implementation of a case runs once per round, in an order shuffled
+every round (A C B, B A C, ...).
 
 These machines are shared and noisy; interleaving spreads a disturbance over all implementations
-alike, so the ratios of medians taken in one run are what counts. Warm-up calls (first-step state
+alike, so the ratios of medians taken in one run are what counts. A sample also starts with what
+the one before it left in the caches (implementations that share arrays find them warm): the
+shuffle, seeded, makes that the same for every implementation on average instead of favouring
+one fixed neighbour (bench/NOTES.md, CPU section 8). Warm-up calls (first-step state
 allocation, lazy builds, caches) are never timed. On a GPU each sample is bracketed by device
 events on the current stream, so it measures the device's time, host gaps (Python) included.
 """
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -69,13 +74,17 @@ def calibrate(timer, fn: Callable[[], object], sample_s: float, warmup: int = 2)
 def interleaved(timer, fns: dict[str, Callable[[], object]], reps: dict[str, int],
                 budget_s: float, min_rounds: int = 3, max_rounds: int = 200,
                 progress: Callable[[int], None] | None = None) -> dict[str, list[float]]:
-    """Seconds per call of each fn, one sample per round, rounds until budget_s is spent."""
+    """Seconds per call of each fn, one sample per round, rounds until budget_s is spent; the
+    order within a round is shuffled (seeded: the same orders in every run)."""
     samples: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns)
+    shuffle = random.Random(0).shuffle
     deadline = time.perf_counter() + budget_s
     rounds = 0
     while rounds < min_rounds or (rounds < max_rounds and time.perf_counter() < deadline):
-        for name, fn in fns.items():
-            samples[name].append(timer.measure(fn, reps[name]))
+        shuffle(order)
+        for name in order:
+            samples[name].append(timer.measure(fns[name], reps[name]))
         rounds += 1
         if progress:
             progress(rounds)
