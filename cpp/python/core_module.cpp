@@ -106,8 +106,7 @@ public:
         PyObject** param_items = sequence_items(params.ptr(), &n);  // checked by unchanged()
         std::vector<ReadOnlyArray> imported(tensors_.size());
         for (size_t i = 0; i < tensors_.size(); ++i) {
-            if (!numpy_matches(param_items[i], tensors_[i].param) ||
-                !PyObject_TypeCheck(grad_items[i], ndarray_type()) ||
+            if (!numpy_pair_holds(i, param_items[i], grad_items[i]) ||
                 !nb::try_cast(nb::handle(grad_items[i]), imported[i], /*convert=*/false))
                 return 0;
         }
@@ -140,15 +139,19 @@ public:
     bool holds(const nb::list& params, const nb::list& grads) const {
         if (params.size() != tensors_.size() || grads.size() != tensors_.size()) return false;
         for (size_t i = 0; i < tensors_.size(); ++i)
-            if (!numpy_matches(params[i].ptr(), tensors_[i].param) ||
-                !PyObject_TypeCheck(grads[i].ptr(), ndarray_type()))
-                return false;
+            if (!numpy_pair_holds(i, params[i].ptr(), grads[i].ptr())) return false;
         return true;
     }
 
     size_t size() const { return tensors_.size(); }
 
 private:
+    // param i still a writeable NumPy array as imported, its grad a NumPy array (holds and
+    // steady_step; the core checks the grad's shape and dtype)
+    bool numpy_pair_holds(size_t i, PyObject* param, PyObject* grad) const {
+        return numpy_matches(param, tensors_[i].param) && PyObject_TypeCheck(grad, ndarray_type());
+    }
+
     void run(const std::vector<ReadOnlyArray>& grads, const std::vector<adamcore_hparams>& hparams,
              bool check_finite) {
         struct Unset {  // the grads are not held past the call, whatever happens in it
@@ -213,12 +216,8 @@ bool same_items(const nb::list& dicts, const nb::tuple& keys, const nb::list& ex
         PyObject* d = dicts[i].ptr();
         if (!PyDict_Check(d)) return false;
         for (size_t j = 0; j < k; ++j) {
-            PyObject* value = PyDict_GetItemWithError(d, keys[j].ptr());  // borrowed
-            if (value == nullptr) {
-                if (PyErr_Occurred()) throw nb::python_error();
-                return false;
-            }
-            if (value != expected[i * k + j].ptr()) return false;
+            PyObject* value = dict_lookup(d, keys[j].ptr());
+            if (value == nullptr || value != expected[i * k + j].ptr()) return false;
         }
     }
     return true;

@@ -33,6 +33,14 @@ inline PyObject** sequence_items(PyObject* seq, Py_ssize_t* size) {
 
 inline void prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
 
+// d[key] (borrowed) for a dict d, or nullptr where absent; raises what the lookup raised (a key
+// whose __eq__ raises)
+inline PyObject* dict_lookup(PyObject* d, PyObject* key) {
+    PyObject* value = PyDict_GetItemWithError(d, key);
+    if (value == nullptr && PyErr_Occurred()) throw nb::python_error();
+    return value;
+}
+
 class SteadyWatch {
 public:
     // params: the param objects; keys: each one's key in the optimizer's state mapping; dicts:
@@ -87,11 +95,11 @@ public:
         }
         for (size_t i = 0; i < size(); ++i) {
             if (items[i] != params_[i].ptr()) return false;
-            PyObject* d = lookup(state.ptr(), keys_[i].ptr());
+            PyObject* d = dict_lookup(state.ptr(), keys_[i].ptr());
             if (d != dicts_[i].ptr()) return false;
             for (size_t j = first_[i]; j < first_[i + 1]; ++j)
-                if (lookup(d, array_keys_[j].ptr()) != arrays_[j].ptr()) return false;
-            if (lookup(d, step_key_.ptr()) != steps_[i].ptr()) return false;
+                if (dict_lookup(d, array_keys_[j].ptr()) != arrays_[j].ptr()) return false;
+            if (dict_lookup(d, step_key_.ptr()) != steps_[i].ptr()) return false;
         }
         return true;
     }
@@ -123,13 +131,6 @@ public:
     }
 
 private:
-    // d[key] (borrowed), or nullptr where absent; raises what the lookup raised
-    static PyObject* lookup(PyObject* d, PyObject* key) {
-        PyObject* value = PyDict_GetItemWithError(d, key);
-        if (value == nullptr && PyErr_Occurred()) throw nb::python_error();
-        return value;
-    }
-
     std::vector<nb::object> params_, keys_, dicts_, steps_, array_keys_, arrays_;
     std::vector<nb::object> previous_;  // the counters before the last advance()
     std::vector<size_t> first_;  // param i's state keys and arrays: [first_[i], first_[i + 1])
@@ -165,12 +166,8 @@ public:
                 PyList_GET_ITEM(groups.ptr(), indices_[g]) != groups_[g].ptr())
                 return false;
             for (size_t j = 0; j < k; ++j) {
-                PyObject* value = PyDict_GetItemWithError(groups_[g].ptr(), keys_[j].ptr());
-                if (value == nullptr) {
-                    if (PyErr_Occurred()) throw nb::python_error();
-                    value = absent_.ptr();
-                }
-                if (value != values_[g * k + j].ptr()) return false;
+                PyObject* value = dict_lookup(groups_[g].ptr(), keys_[j].ptr());
+                if ((value ? value : absent_.ptr()) != values_[g * k + j].ptr()) return false;
             }
         }
         return true;

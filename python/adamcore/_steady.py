@@ -51,7 +51,7 @@ GROUP_KEYS = ("lr", "betas", "eps", "weight_decay", "max_lr", "decoupled_weight_
               "kahan_summation", "stochastic_rounding")
 _IMMUTABLE = (float, int, str, type(None), np.generic)
 _ABSENT = object()  # a key the group lacks
-_PLACEHOLDER = _hparams.StepHParams(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1, 0)  # never used: see below
+_PLACEHOLDER = _hparams.StepHParams(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1, 0)  # never used (_watch_groups)
 
 
 def _cacheable(value) -> bool:
@@ -176,27 +176,31 @@ class SteadyPlan:
                      else ("exp_avg", "exp_avg_sq") for g in self.getters]
             native.watch(self.params, self.state_keys, self.states, names, self.arrays, "step",
                          _memory.CLAIMS, self.claimed)
-            self._watch_groups([_hparams.step_hparams(g, step + 1, checked=False)
-                                if not callable(g["lr"]) else _PLACEHOLDER
-                                for (_, g), step in zip(groups, group_steps)], group_steps)
+            self._watch_groups(group_steps)
 
     @property
     def group_steps(self) -> list[int]:
         """How many steps each of the plan's groups has taken."""
         return self.native.group_steps() if self.watched else self._group_steps
 
-    def _watch_groups(self, hparams: list, steps: list[int]) -> None:
-        """Hands the native plan the groups, the values hparams were built from and the step
-        counts; a group whose values are not cacheable (a schedule) gets a value that never
-        matches, so that each of its steps builds its hyperparameters here."""
-        values = []
-        for _, group in self.groups:
+    def _watch_groups(self, steps: list[int], hparams: list | None = None) -> None:
+        """Hands the native plan the groups, the values their hyperparameters are built from,
+        those hyperparameters (built here unless given) and the step counts. A group whose
+        values are not cacheable (a schedule) gets a value that never matches, so that each of
+        its steps builds its hyperparameters in ``step``."""
+        values, built = [], []
+        for ((_, group), step) in zip(self.groups, steps):
             row = [group.get(key, _ABSENT) for key in GROUP_KEYS]
-            if not all(_cacheable(v) or v is _ABSENT for v in row):
+            cacheable = all(_cacheable(v) or v is _ABSENT for v in row)
+            if not cacheable:
                 row[0] = object()
             values += row
+            if hparams is None:
+                built.append(_hparams.step_hparams(group, step + 1, checked=False)
+                             if cacheable else _PLACEHOLDER)
         self.native.watch_groups([k for k, _ in self.groups], [g for _, g in self.groups],
-                                 GROUP_KEYS, values, _ABSENT, hparams, steps)
+                                 GROUP_KEYS, values, _ABSENT,
+                                 built if hparams is None else hparams, steps)
 
     @classmethod
     def build(cls, slots: list[Slot], groups: list[tuple[int, dict]], steps_kind,
@@ -246,7 +250,7 @@ class SteadyPlan:
                     hparams = self._hparams(groups, plain)
                     if hparams is None:
                         return False
-                    self._watch_groups(hparams, native.group_steps())
+                    self._watch_groups(native.group_steps(), hparams)
                     done = native.steady_step(params, state, grads, groups, hparams, check_finite)
             except (TypeError, ValueError, BufferError, RuntimeError):
                 return False  # refused before writing: the general step says precisely why
