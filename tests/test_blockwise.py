@@ -128,18 +128,25 @@ def test_close_to_float32_state_adam_over_training():
 
 # ---- front ends --------------------------------------------------------------------------------
 
-def test_numpy_optimizer_steps_like_the_reference(rng):
-    p = rng.standard_normal((3, 300)).astype(np.float32)
+@pytest.mark.parametrize("pair", range(5))
+def test_numpy_optimizer_steps_like_the_reference(pair, rng):
+    # every param/grad dtype pair, ml_dtypes' bfloat16 included (NumPy cannot export it through
+    # DLPack: the core gets a bfloat16 view of the same memory), read-only grads too
+    pdt, gdt = _dtypes()[pair]
+    p = rng.standard_normal((3, 300)).astype(pdt)
+    address = p.ctypes.data
     opt = adamcore.AdamW([{"params": [p], "state_dtype": "int8_blockwise"}], lr=1e-2,
                          weight_decay=0.1)
     ref_p, ref = p.copy(), bw.zeros_state(p.size)
     for t in range(1, 4):
-        g = rng.standard_normal(p.shape).astype(np.float32)
+        g = rng.standard_normal(p.shape).astype(gdt)
+        g.flags.writeable = t != 2
         opt.step([g])
         hp = StepHParams(1e-2, 0.9, 0.999, 1e-8, 0.1, 1e-2, t, DECOUPLED_WEIGHT_DECAY)
         out = bw.adam_update_blockwise(ref_p, g, *ref.values(), hp)
         ref_p, ref = out[0], dict(zip(bw.STATE_KEYS, out[1:]))
-    np.testing.assert_array_equal(p, ref_p)
+    assert p.ctypes.data == address and p.dtype == pdt
+    np.testing.assert_array_equal(_bits(p), _bits(ref_p))
     state = opt.state[0]
     assert state["step"] == 3
     assert state["exp_avg"].dtype == np.int8 and state["exp_avg"].shape == p.shape
@@ -321,6 +328,27 @@ def test_bad_input_changes_nothing(case, error, match):
         np.testing.assert_array_equal(a, b)
     for a, b in zip(good, (p0, *s0.values())):
         np.testing.assert_array_equal(a, b)
+
+
+def test_bfloat16_view_keeps_memory_and_strides():
+    import ml_dtypes
+    x = np.arange(6, dtype=np.float32).astype(ml_dtypes.bfloat16)[::2]
+    x.flags.writeable = False  # read-only sources are taken (grads); params are checked before
+    t = torch.from_dlpack(_core.bfloat16_view(x.view(np.uint16)))
+    assert t.dtype == torch.bfloat16 and t.data_ptr() == x.ctypes.data
+    assert t.stride() == (2,) and t.tolist() == [0.0, 2.0, 4.0]
+    with pytest.raises(TypeError):
+        _core.bfloat16_view(np.ones(3, np.float32))
+
+
+def test_read_only_bfloat16_param_refused_with_nothing_changed():
+    import ml_dtypes
+    p = np.ones(300, ml_dtypes.bfloat16)
+    opt = adamcore.Adam([{"params": [p], "state_dtype": "int8_blockwise"}])
+    p.flags.writeable = False
+    with pytest.raises(ValueError, match="param 0 is read-only"):
+        opt.step([np.ones(300, ml_dtypes.bfloat16)])
+    assert (p == 1).all() and not opt.state
 
 
 def test_tensors_sharing_state_across_tensors_refused():

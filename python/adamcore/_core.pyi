@@ -85,6 +85,11 @@ def adam_step_blockwise(params: Sequence[_DLPackArray], grads: Sequence[_DLPackA
     """One step over 8-bit blockwise state: int8 / uint8 codes, float32 absmax per 256 elements;
     validates everything, then updates params, codes and absmaxes in place."""
 
+def bfloat16_view(uint16_array: Any) -> _DLPackArray:
+    """The memory of a NumPy uint16 array as a DLPack capsule of dtype bfloat16 (NumPy cannot
+    export ml_dtypes' bfloat16 itself): no copy, same strides. A capsule is consumed by one
+    import and carries no read-only flag: check a param's writeability first."""
+
 def first_nonfinite(arrays: Sequence[_DLPackArray]) -> int:
     """Index of the first array holding inf or NaN, or -1 when all are finite."""
 
