@@ -319,22 +319,37 @@ def test_state_dict_round_trip_continues_exactly(options, tmp_path):
         assert torch.equal(a, b)
 
 
-def test_numpy_float16_and_bfloat16_front_end():
-    """adamcore.Adam on NumPy: float16 through the core, bfloat16 (ml_dtypes) through the
-    reference path; both give the torch front end's bits."""
-    for dt in ("float16", "bfloat16"):
-        options = {"kahan_summation": True}
-        gen = torch.Generator().manual_seed(3)
-        pt = torch.randn(1000, generator=gen).to(TORCH[dt])
-        pn = _np(pt)
-        grads = [torch.randn(1000, generator=gen).to(TORCH[dt]) for _ in range(3)]
-        a = adamcore.Adam([pt], lr=1e-2, **options)
-        b = adamcore.Adam([pn], lr=1e-2, **options)
-        for g in grads:
-            a.step([g])
-            b.step([_np(g)])
-        np.testing.assert_array_equal(_bits(_np(pt)), _bits(pn))
-        assert b.state[0]["kahan_comp"].dtype == NUMPY[dt]
+@pytest.mark.parametrize("mode", sorted(MODES) + ["bf16-plain", "bf16-gf32-plain"])
+def test_numpy_front_end_runs_the_core_in_place(mode, monkeypatch):
+    """adamcore.Adam on NumPy arrays, bfloat16 (ml_dtypes) ones included, in every mode: the
+    core runs (the reference path is switched off), in the arrays' own memory, with the torch
+    front end's bits."""
+    plain = {"bf16-plain": ("bfloat16", "bfloat16", "float32", {}),
+             "bf16-gf32-plain": ("bfloat16", "float32", "float32", {})}
+    pdt, gdt, state, options = MODES.get(mode) or plain[mode]
+    gen = torch.Generator().manual_seed(3)
+    pt = (torch.randn(1000, generator=gen) * 2).to(TORCH[pdt])
+    pn = _np(pt)
+    address = pn.ctypes.data
+    grads = [torch.randn(1000, generator=gen).to(TORCH[gdt]) for _ in range(3)]
+    kw = dict(lr=1e-2, state_dtype=state, **options)
+    a = adamcore.Adam([pt], **kw)
+    b = adamcore.Adam([pn], **kw)
+
+    def no_reference(*args, **kwargs):
+        raise AssertionError("the reference path ran")
+
+    monkeypatch.setattr(_reference, "lowp_update", no_reference)
+    monkeypatch.setattr(_reference, "adam_update", no_reference)
+    for g in grads:
+        a.step([g])
+        b.step([_np(g)])
+    assert pn.ctypes.data == address
+    np.testing.assert_array_equal(_bits(_np(pt)), _bits(pn))
+    for key, value in a.state[0].items():
+        if key != "step":
+            np.testing.assert_array_equal(_bits(_np(value)), _bits(b.state[0][key]), err_msg=key)
+            assert b.state[0][key].dtype == NUMPY[str(value.dtype).replace("torch.", "")]
 
 
 def test_numpy_bfloat16_state_dtype():

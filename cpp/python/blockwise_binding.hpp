@@ -86,30 +86,9 @@ inline void adam_step_blockwise(const std::vector<Array>& params,
                             check_finite);
 }
 
-// NumPy cannot export ml_dtypes' bfloat16 through DLPack (its dtype is not a DLPack one), so
-// the front end hands over the same memory as uint16 and gets back a DLPack capsule that says
-// bfloat16: same data, shape and strides, the source kept alive. A capsule carries no read-only
-// flag, so the caller checks that a param is writeable first (the front ends do).
-inline nb::object bfloat16_view(nb::handle uint16_array) {
-    using Source = nb::ndarray<const uint16_t, nb::device::cpu>;
-    Source a;
-    if (!nb::try_cast<Source>(uint16_array, a, /*convert=*/false))
-        throw nb::type_error("bfloat16_view takes a uint16 array in CPU memory");
-    std::vector<size_t> shape(a.ndim());
-    for (size_t d = 0; d < a.ndim(); ++d) shape[d] = a.shape(d);
-    const nb::dlpack::dtype bf16{static_cast<uint8_t>(nb::dlpack::dtype_code::Bfloat), 16, 1};
-    return Array(const_cast<uint16_t*>(a.data()), a.ndim(), shape.data(), uint16_array,
-                 a.stride_ptr(), bf16, nb::device::cpu::value)
-        .cast();
-}
-
 inline void register_blockwise(nb::module_& m) {
     using namespace nb::literals;
     m.attr("QUANT_BLOCK") = kQuantBlock;
-    m.def("bfloat16_view", &bfloat16_view, "uint16_array"_a,
-          "The memory of a NumPy uint16 array (an ml_dtypes bfloat16 array's .view(numpy.uint16)) "
-          "as a DLPack capsule of dtype bfloat16: no copy, same strides; the capsule does not "
-          "carry a read-only flag, so check writeability first.");
     m.def("adam_step_blockwise", &adam_step_blockwise, "params"_a.noconvert(),
           "grads"_a.noconvert(), "exp_avgs"_a.noconvert(), "exp_avg_sqs"_a.noconvert(),
           "exp_avg_absmaxes"_a.noconvert(), "exp_avg_sq_absmaxes"_a.noconvert(),

@@ -317,6 +317,10 @@ NB_MODULE(_core, m) {
           "compensations (Kahan summation's buffers, the params' dtypes; None for tensors "
           "without) and seeds (stochastic rounding's per-tensor seeds) may be empty.");
 
+    m.def("bfloat16_view", &binding::bfloat16_view, "uint16_array"_a,
+          "The memory of a NumPy uint16 array (an ml_dtypes bfloat16 array's .view(numpy.uint16)) "
+          "as a DLPack capsule of dtype bfloat16: no copy, same strides; the capsule does not "
+          "carry a read-only flag, so check writeability first.");
     binding::register_blockwise(m);
 
     nb::module_ steady = m.def_submodule("_steady", "The steady plan's checks of state dicts.");

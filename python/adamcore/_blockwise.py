@@ -267,20 +267,11 @@ def load_param_state(i: int, p, saved: dict, group: dict) -> dict:
     return {"step": step, **_in_library(p, arrays)}
 
 
-def _native(x):
-    """x as the core imports it: an ml_dtypes bfloat16 NumPy array, which NumPy cannot export
-    through DLPack, as a bfloat16 view of its own memory (no copy); anything else as it is."""
-    if type(x) is np.ndarray and x.dtype.name == "bfloat16":
-        from . import _core
-        return _core.bfloat16_view(x.view(np.uint16))
-    return x
-
-
 def step(work: list) -> None:
     """Steps the quantized params of one optimizer step (engine Work items with ``absmax``) in
     one call of the core, which validates all of them before it writes any."""
     from . import _core, _hparams
-    from ._dispatch import _exportable, bump_versions
+    from ._dispatch import _exportable, bump_versions, native
     from ._memory import readable
     hparams, at, index = [], {}, []
     params, grads, m, v, ma, va = [], [], [], [], [], []
@@ -291,8 +282,8 @@ def step(work: list) -> None:
             at[key] = len(hparams)
             hparams.append(tuple(_hparams.step_hparams(w.group, w.step)))
         index.append(at[key])
-        params.append(_native(_exportable(w.param)))
-        grads.append(_native(_exportable(readable(w.grad))))
+        params.append(native(_exportable(w.param)))
+        grads.append(native(_exportable(readable(w.grad))))
         m.append(w.exp_avg)
         v.append(w.exp_avg_sq)
         ma.append(w.absmax[0])

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from numpy import ndarray as _ndarray
+from numpy import uint16 as _uint16
 
 from . import _arrays, _core, _lowp, _reference
 from ._hparams import StepHParams
@@ -91,15 +92,22 @@ class CpuNative(Backend):
         params, grads, exp_avgs, exp_avg_sqs, max_sqs, index, comps, seeds = zip(*tensors)
         has_max = any(m is not None for m in max_sqs)
         has_comp = any(c is not None for c in comps)
+        params_in, grads_in = [_exportable(p) for p in params], [_exportable(g) for g in grads]
+        exp_avgs, exp_avg_sqs, max_sqs, comps_in = (list(exp_avgs), list(exp_avg_sqs),
+                                                    list(max_sqs), list(comps))
+        if any(map(_lowp.numpy_bfloat16, tensors)):
+            params_in, grads_in, exp_avgs, exp_avg_sqs, max_sqs, comps_in = (
+                list(map(native, xs)) for xs in (params_in, grads_in, exp_avgs, exp_avg_sqs,
+                                                 max_sqs, comps_in))
         core.adam_step(
-            [_exportable(p) for p in params],
-            [_exportable(g) for g in grads],
-            list(exp_avgs),
-            list(exp_avg_sqs),
-            list(max_sqs) if has_max else [],
+            params_in,
+            grads_in,
+            exp_avgs,
+            exp_avg_sqs,
+            max_sqs if has_max else [],
             list(index) if len(hparams) > 1 else [],
             hparams,
-            compensations=list(comps) if has_comp else [],
+            compensations=comps_in if has_comp else [],
             seeds=list(seeds) if any(seeds) else [],
         )
         if type(params[0]) is not _ndarray:
@@ -112,7 +120,7 @@ class CpuNative(Backend):
         the grads as DLPack capsules. Mixed libraries: none."""
         if all(type(t.param) is _ndarray for t in tensors):
             if any(map(_lowp.numpy_bfloat16, tensors)):
-                return None  # NumPy cannot export bfloat16 (ml_dtypes): the reference path
+                return None  # bfloat16 NumPy arrays go through native() views: the general step
             return self._core_plan(tensors)
         if all(_arrays.library(t.param) == "torch" for t in tensors):
             return _TorchGrads(self._core_plan(tensors))
@@ -159,6 +167,15 @@ def bump_versions(tensors: list) -> None:
         from torch.autograd.graph import increment_version
 
         increment_version(tensors)
+
+
+def native(x):
+    """x as the core imports it: an ml_dtypes bfloat16 NumPy array, which NumPy cannot export
+    through DLPack, as a bfloat16 DLPack view of its own memory (no copy; it carries no read-only
+    flag, so params are checked writeable before); anything else as it is."""
+    if type(x) is _ndarray and x.dtype.name == "bfloat16":
+        return _core.bfloat16_view(x.view(_uint16))
+    return x
 
 
 def _exportable(x):

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from . import _arrays, _blockwise, _hparams, _lowp, _memory, _validation
 from . import _cuda_backend  # noqa: F401  registers the CUDA backend (its module loads at first use)
-from ._dispatch import BACKENDS, CPU, REFERENCE, StepTensor, backend_for
+from ._dispatch import BACKENDS, REFERENCE, StepTensor, backend_for
 # torch tensors that require grad are written through detach(): the same storage, outside autograd
 from ._dispatch import _outside_autograd as _detached
 
@@ -121,8 +121,6 @@ def general_step(work: list[Work]) -> list[tuple | None]:
         else:
             tensor = StepTensor(_detached(w.param), _detached(grad), w.exp_avg, w.exp_avg_sq,
                                 w.max_exp_avg_sq, h)
-            if backend is CPU and _lowp.numpy_bfloat16(tensor):
-                backend = REFERENCE
         if _arrays.dtype_name(w.param.dtype) in _arrays.COMPLEX_DTYPES:
             tensor, backend = _as_reals(tensor, backend)
         tensors.append(tensor)

@@ -143,8 +143,9 @@ def flags_of(group: dict) -> int:
 
 
 def numpy_bfloat16(tensor) -> bool:
-    """True when a NumPy tensor holds an ml_dtypes.bfloat16 array, which NumPy cannot hand to
-    the C++ core through DLPack: such tensors take the reference path (the same numbers)."""
+    """True when a NumPy tensor holds an ml_dtypes.bfloat16 array, which NumPy cannot export
+    through DLPack: the CPU backend hands such arrays to the core as bfloat16 views
+    (``_dispatch.native``), and the steady plans decline them."""
     return any(x is not None and type(x).__module__ == "numpy"
                and _arrays.dtype_name(x.dtype) == "bfloat16"
                for x in (tensor.param, tensor.grad, tensor.exp_avg, tensor.compensation))
@@ -152,12 +153,12 @@ def numpy_bfloat16(tensor) -> bool:
 
 def backend_for(backend, tensor):
     """The backend of a tensor whose group uses a low-precision option: the C++ CPU core (NumPy
-    without bfloat16 arrays, torch on the CPU), a backend that runs the modes natively (``lowp``:
+    arrays, bfloat16 ones included, and torch CPU tensors), a backend that runs the modes natively (``lowp``:
     the CUDA kernels, for CuPy arrays and torch CUDA tensors) or the reference path, which
     implements the same modes bit for bit (every other library and device)."""
     from ._dispatch import CPU, REFERENCE
 
-    if backend is CPU and not numpy_bfloat16(tensor):
+    if backend is CPU:
         return CPU
     if backend is not CPU and getattr(backend, "lowp", False):
         return backend
