@@ -15,6 +15,10 @@
 
 #include "adamcore/core.hpp"
 
+namespace adamcore {
+struct BlockwiseTensorRef;  // cpp/src/cpu_blockwise.h
+}
+
 namespace adamcore::cuda {
 
 // Why the backend cannot run here ("" when it can): no driver, a driver too old for this build,
@@ -46,6 +50,13 @@ int device_of_pointer(const void* ptr);
 // stream, the only synchronization, and only then).
 void adam_step(const TensorRef* tensors, size_t count, const adamcore_hparams* hparams,
                size_t hparams_count, bool check_finite, int device, void* stream);
+
+// One step over 8-bit block-quantized state (docs/int8-state.md; tensors as the CPU's
+// cpu_adam_step_blockwise takes them, in device memory of one device), validated first; one
+// launch per tensor. The finite check is the caller's (first_nonfinite below).
+void adam_step_blockwise(const BlockwiseTensorRef* tensors, size_t count,
+                         const adamcore_hparams* hparams, size_t hparams_count, int device,
+                         void* stream);
 
 // Index of the first array holding inf or NaN, or -1. Waits for the check on the stream.
 int64_t first_nonfinite(const ArrayRef* arrays, size_t count, int device, void* stream);

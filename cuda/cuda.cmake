@@ -65,6 +65,7 @@ if(ADAMCORE_WITH_CUDA)
   add_library(adamcore_cuda_objects OBJECT
     ${_cuda_dir}/kernels.cu
     ${_cuda_dir}/blockwise.cu
+    ${_cuda_dir}/blockwise_step.cpp
     ${_cuda_dir}/device.cpp
     ${_cuda_dir}/memory.cpp
     ${_cuda_dir}/table.cpp
@@ -72,7 +73,7 @@ if(ADAMCORE_WITH_CUDA)
     ${_cuda_dir}/backend.cpp
     ${_cuda_dir}/plan.cpp)
   target_include_directories(adamcore_cuda_objects PUBLIC ${_cuda_dir}
-                             PRIVATE ${_cuda_dir}/../cpp/include)
+                             PRIVATE ${_cuda_dir}/../cpp/include ${_cuda_dir}/../cpp/src)
   target_link_libraries(adamcore_cuda_objects PRIVATE CUDA::cudart_static)  # its headers
   target_compile_features(adamcore_cuda_objects PRIVATE cuda_std_17)
   target_compile_options(adamcore_cuda_objects PRIVATE
@@ -101,14 +102,15 @@ function(adamcore_link_cuda_backend target)
 endfunction()
 
 # adamcore._cuda: the nanobind module over the kernels. It holds its own copy of the validation
-# (validate.cpp), not the CPU kernels.
+# (validate.cpp, validate_blockwise.cpp), not the CPU kernels.
 function(adamcore_add_cuda_python_module)
   if(NOT ADAMCORE_WITH_CUDA)
     return()
   endif()
   set(root ${CMAKE_CURRENT_FUNCTION_LIST_DIR}/..)
-  add_library(adamcore_cuda_validate OBJECT ${root}/cpp/src/validate.cpp)
-  target_include_directories(adamcore_cuda_validate PRIVATE ${root}/cpp/include)
+  add_library(adamcore_cuda_validate OBJECT ${root}/cpp/src/validate.cpp
+              ${root}/cpp/src/validate_blockwise.cpp)
+  target_include_directories(adamcore_cuda_validate PRIVATE ${root}/cpp/include ${root}/cpp/src)
   nanobind_add_module(_cuda NB_STATIC ${root}/cuda/python/cuda_module.cpp)
   target_include_directories(_cuda PRIVATE ${root}/cpp/include ${root}/cuda)
   target_link_libraries(_cuda PRIVATE adamcore_cuda_objects adamcore_cuda_validate

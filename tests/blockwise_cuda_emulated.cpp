@@ -1,17 +1,21 @@
-// blockwise_cuda_emulated.cpp: runs the 8-bit blockwise CUDA kernel (cuda/blockwise.cu) over the
-// host emulation on arrays a test wrote, and writes the results back (tests/test_blockwise.py
+// blockwise_cuda_emulated.cpp: runs the CUDA backend's 8-bit blockwise step (its validation and
+// launches, cuda/blockwise_step.cpp, over the kernel of cuda/blockwise.cu) over the host
+// emulation on arrays a test wrote, and writes the results back (tests/test_blockwise.py
 // compares them bit for bit with the NumPy reference, itself bit-identical with the CPU kernels).
+// A step whose hparams ask for amsgrad must be refused with nothing written.
 //
 // in:  int64 n, int32 combo, int32 steps, steps x 8 float64 hparams (lr, beta1, beta2, eps,
 //      weight_decay, max_lr, step, flags), param bytes, steps x grad bytes, m codes, v codes,
 //      m absmax, v absmax.   out: param bytes, m codes, v codes, m absmax, v absmax.
 #include <cstdio>
+#include <cstring>
 #include <vector>
 
+#include "adam_cuda.hpp"
 #include "adamcore/blockwise.h"
 #include "adamcore/combos.h"
 #include "adamcore/update.h"
-#include "blockwise_launch.h"
+#include "cpu_blockwise.h"
 
 namespace {
 bool read(std::FILE* f, void* dst, size_t bytes) { return std::fread(dst, 1, bytes, f) == bytes; }
@@ -44,12 +48,39 @@ int main(int argc, char** argv) {
         !read(in, va.data(), blocks * 4))
         return 3;
     std::fclose(in);
+    const DType pdt = combo == f32 ? DType::float32
+                      : (combo == f16_f16 || combo == f16_f32) ? DType::float16 : DType::bfloat16;
+    const DType gdt = gsize == 4 ? DType::float32 : pdt;
+    const auto state = [&](void* data, StateType type, int64_t numel) {
+        StateArray a;
+        a.data = data;
+        a.type = type;
+        a.numel = numel;
+        return a;
+    };
+    BlockwiseTensorRef t;
+    t.param = {p.data(), pdt, 1, &n, nullptr};
+    t.exp_avg = state(mc.data(), StateType::int8, n);
+    t.exp_avg_sq = state(vc.data(), StateType::uint8, n);
+    t.exp_avg_absmax = state(ma.data(), StateType::float32, blocks);
+    t.exp_avg_sq_absmax = state(va.data(), StateType::float32, blocks);
     for (int32_t s = 0; s < steps; ++s) {
-        const Coeffs<float> c = round_coeffs<float>(make_coeffs(hps[s]));
-        const cudaError_t err = cuda::detail::launch_blockwise_step(
-            combo, p.data(), g.data() + s * n * gsize, mc.data(), vc.data(), ma.data(), va.data(),
-            n, uses_l2(hps[s]), c, nullptr);
-        if (err != cudaSuccess) return 4;
+        t.grad = {g.data() + s * n * gsize, gdt, 1, &n, nullptr};
+        adamcore_hparams amsgrad = hps[s];
+        amsgrad.flags |= ADAMCORE_AMSGRAD;
+        const std::vector<unsigned char> before(p);
+        try {
+            cuda::adam_step_blockwise(&t, 1, &amsgrad, 1, 0, nullptr);
+            return 5;  // not refused
+        } catch (const Error& e) {
+            if (!std::strstr(e.what(), "amsgrad") || p != before) return 6;
+        }
+        try {
+            cuda::adam_step_blockwise(&t, 1, &hps[s], 1, 0, nullptr);
+        } catch (const Error& e) {
+            std::printf("%s\n", e.what());
+            return 4;
+        }
     }
     std::FILE* out = std::fopen(argv[2], "wb");
     if (!out) return 2;

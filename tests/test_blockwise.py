@@ -261,6 +261,56 @@ def test_torch_loads_torch_optim_state_quantized():
     assert torch.equal(opt.state[p]["exp_avg_absmax"], torch.from_numpy(ma))
 
 
+def test_cuda_params_go_to_the_cuda_backend_on_the_callers_stream(monkeypatch, rng):
+    """The routing of int8_blockwise steps, over a stand-in for adamcore._cuda (no GPU here; the
+    kernel itself is checked over the host emulation below and on a GPU in tests/test_cuda.py):
+    params on a GPU go to _cuda.adam_step_blockwise with the caller's stream, host ones to the
+    core; with both, every call validates before any writes, so a bad one changes nothing."""
+    from adamcore import _cuda_backend
+
+    calls = []
+    cpu_step = _core.adam_step_blockwise
+
+    class FakeCuda:
+        def adam_step_blockwise(self, *args, stream, validate_only=False):
+            calls.append(("cuda", len(args[0]), stream, validate_only))
+            cpu_step(*args, validate_only=validate_only)  # host tensors stand in for the GPU's
+
+    def core_step(*args, validate_only=False):
+        calls.append(("cpu", len(args[0]), None, validate_only))
+        cpu_step(*args, validate_only=validate_only)
+
+    on_gpu = set()
+    monkeypatch.setattr(bw, "_device_of", lambda p: ("torch", 0) if p.data_ptr() in on_gpu else None)
+    monkeypatch.setattr(_cuda_backend, "load", lambda: _cuda_backend.CudaNative(FakeCuda()))
+    monkeypatch.setattr(_cuda_backend, "_current_stream", lambda lib, device: 1234)
+    monkeypatch.setattr(_core, "adam_step_blockwise", core_step)
+    gpu = [torch.nn.Parameter(torch.randn(300)), torch.nn.Parameter(torch.randn(7))]
+    host = torch.nn.Parameter(torch.randn(50))
+    on_gpu.update(p.data_ptr() for p in gpu)
+    refs = [torch.nn.Parameter(p.detach().clone()) for p in (*gpu, host)]
+    opt = adamcore_torch.AdamW([{"params": [*gpu, host], "state_dtype": "int8_blockwise"}])
+    ref = adamcore_torch.AdamW([{"params": refs, "state_dtype": "int8_blockwise"}])
+    for _ in range(2):
+        for p, q in zip((*gpu, host), refs):
+            p.grad = torch.randn(p.shape)
+            q.grad = p.grad.clone()
+        ref.step()
+        calls.clear()
+        opt.step()
+        assert calls == [("cuda", 2, 1234, True), ("cpu", 1, None, True),
+                         ("cuda", 2, 1234, False), ("cpu", 1, None, False)]
+    for p, q in zip((*gpu, host), refs):
+        assert torch.equal(p, q)
+    # a bad state on the host side: refused before the GPU side is launched
+    before = [p.detach().clone() for p in gpu]
+    opt.state[host]["exp_avg_absmax"] = torch.zeros(2)
+    with pytest.raises(ValueError, match="exp_avg_absmax 0 has 2 elements"):
+        opt.step()
+    assert all(torch.equal(p, b) for p, b in zip(gpu, before))
+    assert [c[3] for c in calls[-2:]] == [True, True]
+
+
 # ---- bad input ---------------------------------------------------------------------------------
 
 def _arrays(n=300):
@@ -385,6 +435,18 @@ def test_front_end_refusals():
             [np.ones((4, 2), np.float32)])
 
 
+def test_gpu_param_refused_where_the_cuda_backend_cannot_run(monkeypatch):
+    from adamcore import _cuda_backend
+    p = torch.nn.Parameter(torch.ones(300))
+    monkeypatch.setattr(bw, "_device_of", lambda x: ("torch", 0))
+    monkeypatch.setattr(_cuda_backend, "load", lambda: None)
+    opt = adamcore_torch.Adam([{"params": [p], "state_dtype": "int8_blockwise"}])
+    p.grad = torch.ones(300)
+    with pytest.raises(ValueError, match="param 0 is on cpu, but the CUDA backend cannot run here"):
+        opt.step()
+    assert (p == 1).all() and not opt.state
+
+
 def test_load_refuses_bad_quantized_state():
     p = np.ones(300, np.float32)
     opt = adamcore.Adam([{"params": [p], "state_dtype": "int8_blockwise"}])
@@ -465,7 +527,8 @@ _COMBOS = {("float32", "float32"): 0, ("float16", "float16"): 2, ("float16", "fl
 
 @pytest.fixture(scope="module")
 def emulated_cuda(tmp_path_factory):
-    """cuda/blockwise.cu compiled as C++ over cuda/host_emulation.h with its driver (under
+    """The CUDA backend's blockwise step (cuda/blockwise_step.cpp, its validation and the kernel of
+    cuda/blockwise.cu) compiled as C++ over cuda/host_emulation.h with its driver (under
     AddressSanitizer where the compiler has it: an emulated memcheck)."""
     import shutil
     import subprocess
@@ -483,8 +546,11 @@ def emulated_cuda(tmp_path_factory):
                            input="int main() { return 0; }\n", capture_output=True, text=True)
     if probe.returncode == 0:
         flags.append("-fsanitize=address")
-    subprocess.run([cxx, *flags, "-x", "c++", root / "cuda" / "blockwise.cu", "-x", "none",
-                    root / "tests" / "blockwise_cuda_emulated.cpp", "-o", exe], check=True)
+    host = [root / "cuda" / "blockwise_step.cpp", root / "cuda" / "device.cpp",
+            root / "cpp" / "src" / "validate.cpp", root / "cpp" / "src" / "validate_blockwise.cpp",
+            root / "tests" / "blockwise_cuda_emulated.cpp"]
+    subprocess.run([cxx, *flags, "-x", "c++", root / "cuda" / "blockwise.cu", "-x", "none", *host,
+                    "-o", exe], check=True)
     return exe, tmp
 
 

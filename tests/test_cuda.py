@@ -144,6 +144,66 @@ def test_low_precision_modes_equal_cpu_core(mode, layout, amsgrad):
                 assert_same_bits(sa[key], sb[key])
 
 
+@needs_torch
+@pytest.mark.parametrize("name", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("flags", ["adamw", "adam-l2-maximize"])
+def test_int8_blockwise_state_equals_cpu_core(name, flags):
+    """state_dtype='int8_blockwise' on torch CUDA tensors: the CUDA kernel (one 256-thread block
+    per quantization block) against the CPU core, bit for bit, params and codes and absmaxes,
+    each param updated in its own storage."""
+    import adamcore.torch
+
+    pdt, gdt = _dtypes(name)
+    gen = torch.Generator().manual_seed(11)
+    cpu = [(torch.randn(n, generator=gen) * 3).to(pdt) for n in (1, 255, 256, 257, 65537)]
+    cpu.append((torch.randn(3, 300, generator=gen)).to(pdt))
+    gpu = [p.cuda() for p in cpu]
+    pointers = [p.data_ptr() for p in gpu]
+    cls, kw = ((adamcore.torch.AdamW, dict(weight_decay=0.1)) if flags == "adamw"
+               else (adamcore.torch.Adam, dict(weight_decay=0.05, maximize=True)))
+    opts = [cls([{"params": ps, "state_dtype": "int8_blockwise"}], lr=1e-2, **kw)
+            for ps in (cpu, gpu)]
+    for _ in range(3):
+        # gradients over six decades, so blocks mix large and tiny moments
+        grads = [(torch.randn(p.shape, generator=gen)
+                  * 10.0 ** torch.randint(-5, 2, p.shape, generator=gen)).to(gdt) for p in cpu]
+        for ps, opt in zip((cpu, gpu), opts):
+            for p, g in zip(ps, grads):
+                p.grad = g.to(p.device)
+            opt.step()
+    torch.cuda.synchronize()
+    assert [p.data_ptr() for p in gpu] == pointers
+    for a, b in zip(cpu, gpu):
+        assert_same_bits(a, b)
+        sa, sb = opts[0].state[a], opts[1].state[b]
+        for key in ("exp_avg", "exp_avg_sq", "exp_avg_absmax", "exp_avg_sq_absmax"):
+            assert sb[key].device == b.device and sb[key].dtype == sa[key].dtype
+            assert torch.equal(sa[key], sb[key].cpu()), key
+
+
+@needs_cupy
+@pytest.mark.parametrize("pdt, gdt", [("float32", "float32"), ("float16", "float16"),
+                                      ("float16", "float32")])
+def test_int8_blockwise_state_on_cupy_equals_cpu_core(pdt, gdt):
+    """The same on CuPy arrays through adamcore.AdamW (float32 grads for float16 params too)."""
+    rng = np.random.default_rng(3)
+    p = (rng.standard_normal(1000) * 3).astype(pdt)
+    gp = cupy.asarray(p)
+    pointer = gp.data.ptr
+    opts = [adamcore.AdamW([{"params": [x], "state_dtype": "int8_blockwise"}], lr=1e-2)
+            for x in (p, gp)]
+    for _ in range(3):
+        g = (rng.standard_normal(1000) * 10.0 ** rng.integers(-5, 2, 1000)).astype(gdt)
+        opts[0].step([g])
+        opts[1].step([cupy.asarray(g)])
+    cupy.cuda.get_current_stream().synchronize()
+    assert gp.data.ptr == pointer
+    bits = np.uint32 if pdt == "float32" else np.uint16
+    np.testing.assert_array_equal(p.view(bits), cupy.asnumpy(gp).view(bits))
+    for key in ("exp_avg", "exp_avg_sq", "exp_avg_absmax", "exp_avg_sq_absmax"):
+        np.testing.assert_array_equal(opts[0].state[0][key], cupy.asnumpy(opts[1].state[0][key]))
+
+
 # ---- every flag and dtype: bit for bit against the CPU core, close to the textbook ------------
 
 

@@ -1,5 +1,7 @@
-// blockwise_binding.hpp: adamcore._core.adam_step_blockwise, the binding of the CPU step over
-// 8-bit block-quantized state (cpp/src/cpu_blockwise.h). Every array it writes is .noconvert().
+// blockwise_binding.hpp: the import of a step over 8-bit block-quantized state
+// (cpp/src/cpu_blockwise.h) from DLPack arrays, shared by adamcore._core and adamcore._cuda,
+// and adamcore._core.adam_step_blockwise, the CPU step's binding. Every array it writes is
+// .noconvert().
 #pragma once
 
 #include <nanobind/nanobind.h>
@@ -17,18 +19,8 @@
 
 namespace adamcore::binding {
 
-template <class A>
-void require_cpu(const A& a, const char* role, size_t index) {
-    if (a.device_type() != nb::device::cpu::value)
-        throw Error(ErrorKind::invalid_value, std::string(role) + " " + std::to_string(index) +
-                                                  " is not in CPU memory; the CPU core takes "
-                                                  "host arrays only");
-}
-
-// A state array (codes or absmax) as the core sees it; its dtype is checked by the core.
-inline StateArray state_array_of(const Array& a, const char* role, size_t index,
-                                 std::vector<std::string>& names) {
-    require_cpu(a, role, index);
+// A state array (codes or absmax) as the core sees it; its dtype is checked by the validation.
+inline StateArray state_array_of(const Array& a, std::vector<std::string>& names) {
     StateArray s;
     s.data = a.data();
     const nb::dlpack::dtype dt = a.dtype();
@@ -46,14 +38,17 @@ inline StateArray state_array_of(const Array& a, const char* role, size_t index,
     return s;
 }
 
-inline void adam_step_blockwise(const std::vector<Array>& params,
-                                const std::vector<ReadOnlyArray>& grads,
-                                const std::vector<Array>& exp_avgs,
-                                const std::vector<Array>& exp_avg_sqs,
-                                const std::vector<Array>& exp_avg_absmaxes,
-                                const std::vector<Array>& exp_avg_sq_absmaxes,
-                                const std::vector<size_t>& hparams_index,
-                                const std::vector<HParamsTuple>& hparams_in, bool check_finite) {
+// The arrays of one blockwise step as the validation and the kernels take them. import(a, role,
+// i) checks an array's device (each module its own) and returns array_ref_of for params and
+// grads; check(a, role, i) checks a state array's device. names keeps the dtype names the
+// messages point to (reserved, so their c_str()s stay put).
+template <class Import, class Check>
+std::vector<BlockwiseTensorRef> import_blockwise(
+    const std::vector<Array>& params, const std::vector<ReadOnlyArray>& grads,
+    const std::vector<Array>& exp_avgs, const std::vector<Array>& exp_avg_sqs,
+    const std::vector<Array>& exp_avg_absmaxes, const std::vector<Array>& exp_avg_sq_absmaxes,
+    const std::vector<size_t>& hparams_index, Import&& import, Check&& check,
+    std::vector<std::string>& names) {
     const size_t count = params.size();
     check_count(grads.size(), count, "grads");
     check_count(exp_avgs.size(), count, "exp_avgs");
@@ -61,29 +56,60 @@ inline void adam_step_blockwise(const std::vector<Array>& params,
     check_count(exp_avg_absmaxes.size(), count, "exp_avg_absmaxes");
     check_count(exp_avg_sq_absmaxes.size(), count, "exp_avg_sq_absmaxes");
     if (!hparams_index.empty()) check_count(hparams_index.size(), count, "hparams indices");
-    std::vector<std::string> names;  // dtype names for messages; reserved so c_str()s stay put
     names.reserve(4 * count);
     std::vector<BlockwiseTensorRef> tensors(count);
+    const auto state = [&](const Array& a, const char* role, size_t i) {
+        check(a, role, i);
+        StateArray s = state_array_of(a, names);
+        s.type_name = names.back().c_str();
+        return s;
+    };
     for (size_t i = 0; i < count; ++i) {
         BlockwiseTensorRef& t = tensors[i];
-        require_cpu(params[i], "param", i);
-        require_cpu(grads[i], "grad", i);
-        t.param = array_ref_of(params[i], "param", i);
-        t.grad = array_ref_of(grads[i], "grad", i);
-        t.exp_avg = state_array_of(exp_avgs[i], "exp_avg", i, names);
-        t.exp_avg.type_name = names.back().c_str();
-        t.exp_avg_sq = state_array_of(exp_avg_sqs[i], "exp_avg_sq", i, names);
-        t.exp_avg_sq.type_name = names.back().c_str();
-        t.exp_avg_absmax = state_array_of(exp_avg_absmaxes[i], "exp_avg_absmax", i, names);
-        t.exp_avg_absmax.type_name = names.back().c_str();
-        t.exp_avg_sq_absmax = state_array_of(exp_avg_sq_absmaxes[i], "exp_avg_sq_absmax", i, names);
-        t.exp_avg_sq_absmax.type_name = names.back().c_str();
+        t.param = import(params[i], "param", i);
+        t.grad = import(grads[i], "grad", i);
+        t.exp_avg = state(exp_avgs[i], "exp_avg", i);
+        t.exp_avg_sq = state(exp_avg_sqs[i], "exp_avg_sq", i);
+        t.exp_avg_absmax = state(exp_avg_absmaxes[i], "exp_avg_absmax", i);
+        t.exp_avg_sq_absmax = state(exp_avg_sq_absmaxes[i], "exp_avg_sq_absmax", i);
         t.hparams_index = hparams_index.empty() ? 0 : hparams_index[i];
     }
+    return tensors;
+}
+
+template <class A>
+void require_cpu(const A& a, const char* role, size_t index) {
+    if (a.device_type() != nb::device::cpu::value)
+        throw Error(ErrorKind::invalid_value, std::string(role) + " " + std::to_string(index) +
+                                                  " is not in CPU memory; the CPU core takes "
+                                                  "host arrays only");
+}
+
+inline void adam_step_blockwise(const std::vector<Array>& params,
+                                const std::vector<ReadOnlyArray>& grads,
+                                const std::vector<Array>& exp_avgs,
+                                const std::vector<Array>& exp_avg_sqs,
+                                const std::vector<Array>& exp_avg_absmaxes,
+                                const std::vector<Array>& exp_avg_sq_absmaxes,
+                                const std::vector<size_t>& hparams_index,
+                                const std::vector<HParamsTuple>& hparams_in, bool check_finite,
+                                bool validate_only) {
+    std::vector<std::string> names;
+    const auto import = [](const auto& a, const char* role, size_t i) {
+        require_cpu(a, role, i);
+        return array_ref_of(a, role, i);
+    };
+    const auto check = [](const auto& a, const char* role, size_t i) { require_cpu(a, role, i); };
+    const std::vector<BlockwiseTensorRef> tensors =
+        import_blockwise(params, grads, exp_avgs, exp_avg_sqs, exp_avg_absmaxes,
+                         exp_avg_sq_absmaxes, hparams_index, import, check, names);
     const std::vector<adamcore_hparams> hparams = to_hparams(hparams_in);
     nb::gil_scoped_release release;
-    cpu_adam_step_blockwise(tensors.data(), tensors.size(), hparams.data(), hparams.size(),
-                            check_finite);
+    if (validate_only)
+        validate_blockwise_step(tensors.data(), tensors.size(), hparams.data(), hparams.size());
+    else
+        cpu_adam_step_blockwise(tensors.data(), tensors.size(), hparams.data(), hparams.size(),
+                                check_finite);
 }
 
 inline void register_blockwise(nb::module_& m) {
@@ -92,11 +118,12 @@ inline void register_blockwise(nb::module_& m) {
     m.def("adam_step_blockwise", &adam_step_blockwise, "params"_a.noconvert(),
           "grads"_a.noconvert(), "exp_avgs"_a.noconvert(), "exp_avg_sqs"_a.noconvert(),
           "exp_avg_absmaxes"_a.noconvert(), "exp_avg_sq_absmaxes"_a.noconvert(),
-          "hparams_index"_a, "hparams"_a, "check_finite"_a = false,
+          "hparams_index"_a, "hparams"_a, "check_finite"_a = false, "validate_only"_a = false,
           "One step over 8-bit block-quantized state (docs/int8-state.md): params and grads "
           "C-contiguous float32/float16/bfloat16; exp_avgs int8 and exp_avg_sqs uint8 codes of "
           "numel(param) elements; the absmaxes float32, one per block of 256. Validates "
-          "everything, then updates params, codes and absmaxes in place.");
+          "everything, then updates params, codes and absmaxes in place (validate_only: "
+          "validates and writes nothing).");
 }
 
 }  // namespace adamcore::binding

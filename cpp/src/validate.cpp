@@ -121,10 +121,7 @@ struct Named {
 // Messages are built only on failure: this runs for every tensor of every step.
 void validate_tensor(const TensorRef& t, size_t i, const adamcore_hparams* hparams,
                      size_t hparams_count) {
-    if (t.hparams_index >= hparams_count)
-        fail(ErrorKind::invalid_value, nth("tensor", i) + " refers to hyperparameter set " +
-                                           std::to_string(t.hparams_index) + " of " +
-                                           std::to_string(hparams_count));
+    check_hparams_index(t.hparams_index, hparams_count, i);
     const uint32_t flags = hparams[t.hparams_index].flags;
     const bool amsgrad = flags & ADAMCORE_AMSGRAD;
     const bool kahan = flags & ADAMCORE_KAHAN_SUMMATION;
@@ -210,6 +207,12 @@ void validate_tensor(const TensorRef& t, size_t i, const adamcore_hparams* hpara
 }
 
 }  // namespace
+
+void check_hparams_index(size_t index, size_t count, size_t tensor) {
+    if (index >= count)
+        fail(ErrorKind::invalid_value, nth("tensor", tensor) + " refers to hyperparameter set " +
+                                           std::to_string(index) + " of " + std::to_string(count));
+}
 
 void validate_hparams(const adamcore_hparams& hp) {
     if (!(std::isfinite(hp.lr) && hp.lr >= 0))

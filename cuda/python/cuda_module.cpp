@@ -22,6 +22,7 @@
 #include "adamcore/adamcore.h"
 #include "adamcore/core.hpp"
 #include "../../cpp/python/binding_common.hpp"
+#include "../../cpp/python/blockwise_binding.hpp"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -44,6 +45,12 @@ class Importer {
 public:
     template <class A>
     ArrayRef add(const A& a, const char* role, size_t index) {
+        check(a, role, index);
+        return array_ref_of(a, role, index);
+    }
+    // The device checks alone (state arrays of any dtype).
+    template <class A>
+    void check(const A& a, const char* role, size_t index) {
         const int type = a.device_type(), id = a.device_id();
         if (type != nb::device::cuda::value && type != nb::device::cuda_managed::value)
             throw Error(ErrorKind::invalid_value,
@@ -58,11 +65,13 @@ public:
                             std::to_string(id) + " but " + first_ + " is on cuda:" +
                             std::to_string(device_) + "; one step takes one device");
         }
-        return array_ref_of(a, role, index);
     }
-    // As a callable for import_tensors.
+    // As callables for import_tensors and import_blockwise.
     auto adder() {
         return [this](const auto& a, const char* role, size_t i) { return add(a, role, i); };
+    }
+    auto checker() {
+        return [this](const auto& a, const char* role, size_t i) { check(a, role, i); };
     }
     // The device of the call (0 when it has no arrays).
     int device() const { return device_ < 0 ? 0 : device_; }
@@ -135,6 +144,28 @@ void adam_step(std::vector<Array> params, const std::vector<ReadOnlyArray>& grad
     nb::gil_scoped_release release;
     cuda::adam_step(tensors.data(), n, hparams.data(), hparams.size(), check_finite,
                     importer.device(), stream_ptr(stream));
+}
+
+void step_blockwise(const std::vector<Array>& params, const std::vector<ReadOnlyArray>& grads,
+                         const std::vector<Array>& exp_avgs, const std::vector<Array>& exp_avg_sqs,
+                         const std::vector<Array>& exp_avg_absmaxes,
+                         const std::vector<Array>& exp_avg_sq_absmaxes,
+                         const std::vector<size_t>& hparams_index,
+                         const std::vector<HParamsTuple>& hparams_in, uintptr_t stream,
+                         bool validate_only) {
+    Importer importer;
+    std::vector<std::string> names;
+    const std::vector<BlockwiseTensorRef> tensors =
+        import_blockwise(params, grads, exp_avgs, exp_avg_sqs, exp_avg_absmaxes,
+                         exp_avg_sq_absmaxes, hparams_index, importer.adder(), importer.checker(),
+                         names);
+    const std::vector<adamcore_hparams> hparams = to_hparams(hparams_in);
+    nb::gil_scoped_release release;
+    if (validate_only)
+        validate_blockwise_step(tensors.data(), tensors.size(), hparams.data(), hparams.size());
+    else
+        cuda::adam_step_blockwise(tensors.data(), tensors.size(), hparams.data(), hparams.size(),
+                                  importer.device(), stream_ptr(stream));
 }
 
 int64_t first_nonfinite(const std::vector<ReadOnlyArray>& arrays, uintptr_t stream) {
@@ -210,6 +241,15 @@ NB_MODULE(_cuda, m) {
           "everything, then launches; returns without waiting for the GPU. Arguments as "
           "adamcore._core.adam_step (state dtypes, compensations and seeds included), plus the "
           "stream (a cudaStream_t as int, 0 the default).");
+
+    m.def("adam_step_blockwise", &step_blockwise, "params"_a.noconvert(),
+          "grads"_a.noconvert(), "exp_avgs"_a.noconvert(), "exp_avg_sqs"_a.noconvert(),
+          "exp_avg_absmaxes"_a.noconvert(), "exp_avg_sq_absmaxes"_a.noconvert(),
+          "hparams_index"_a, "hparams"_a, "stream"_a, "validate_only"_a = false,
+          "One step over 8-bit block-quantized state (CUDA arrays of one device), enqueued on "
+          "stream: arguments as adamcore._core.adam_step_blockwise (the finite check is the "
+          "caller's: first_nonfinite); validates everything, then launches one kernel per "
+          "tensor and returns without waiting (validate_only: validates, launches nothing).");
 
     m.def("first_nonfinite", &first_nonfinite, "arrays"_a.noconvert(), "stream"_a,
           "Index of the first array holding inf or NaN, or -1; waits for the check on stream.");

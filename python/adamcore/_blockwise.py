@@ -162,19 +162,38 @@ def _check_param(i: int, p) -> None:
     if dtype not in ("float32", "float16", "bfloat16"):
         raise TypeError(f"param {i} has dtype {dtype}; state_dtype='int8_blockwise' takes "
                         f"float32, float16 or bfloat16 params")
-    if lib == "numpy":
+    if lib in ("numpy", "cupy"):
         contiguous = p.flags.c_contiguous
     elif lib == "torch":
-        if p.device.type != "cpu":
+        if p.device.type not in ("cpu", "cuda"):
             raise ValueError(f"param {i} is on {p.device}; state_dtype='int8_blockwise' runs on "
-                             f"the CPU core (its CUDA kernel is not wired to the front ends yet)")
+                             f"the CPU core and the CUDA backend")
         contiguous = p.is_contiguous()
     else:
         raise TypeError(f"param {i} is a {lib} array; state_dtype='int8_blockwise' takes NumPy "
-                        f"arrays and torch CPU tensors")
+                        f"and CuPy arrays and torch CPU and CUDA tensors")
+    if _device_of(p) is not None:
+        _require_cuda(i, p)
     if not contiguous:
         raise ValueError(f"param {i} is not C-contiguous; state_dtype='int8_blockwise' quantizes "
                          f"blocks of the flattened param and takes contiguous params")
+
+
+def _device_of(p):
+    """None for host memory (the CPU core's), else the CUDA backend's (library, device) key."""
+    from . import _arrays
+    lib = _arrays.library(p)
+    if lib == "numpy" or (lib == "torch" and p.device.type == "cpu"):
+        return None
+    from ._cuda_backend import _device_key
+    return _device_key(p)
+
+
+def _require_cuda(i: int, p) -> None:
+    from . import _cuda_backend
+    if _cuda_backend.load() is None:
+        raise ValueError(f"param {i} is on {p.device}, but the CUDA backend cannot run here: "
+                         f"{_cuda_backend.probe()[1]}")
 
 
 def new_state(i: int, p, old: dict | None = None) -> dict:
@@ -268,28 +287,41 @@ def load_param_state(i: int, p, saved: dict, group: dict) -> dict:
 
 
 def step(work: list) -> None:
-    """Steps the quantized params of one optimizer step (engine Work items with ``absmax``) in
-    one call of the core, which validates all of them before it writes any."""
-    from . import _core, _hparams
+    """Steps the quantized params of one optimizer step (engine Work items with ``absmax``): one
+    call of the CPU core for host memory and one of the CUDA backend per device, each validating
+    all of its arrays before it writes any; with several calls, every call validates first."""
+    from functools import partial
+
+    from . import _core, _cuda_backend, _hparams
     from ._dispatch import _exportable, bump_versions, native
     from ._memory import readable
-    hparams, at, index = [], {}, []
-    params, grads, m, v, ma, va = [], [], [], [], [], []
+    hparams, at = [], {}
+    calls: dict = {}  # None (the CPU core) or a CUDA device key -> the call's argument lists
     for w in work:
         _check_param(w.index, w.param)
         key = (id(w.group), w.step)
         if key not in at:
             at[key] = len(hparams)
             hparams.append(tuple(_hparams.step_hparams(w.group, w.step)))
-        index.append(at[key])
-        params.append(native(_exportable(w.param)))
-        grads.append(native(_exportable(readable(w.grad))))
-        m.append(w.exp_avg)
-        v.append(w.exp_avg_sq)
-        ma.append(w.absmax[0])
-        va.append(w.absmax[1])
-    _core.adam_step_blockwise(params, grads, m, v, ma, va, index, hparams)
-    torch_arrays = [x for x in (*params, *m, *v, *ma, *va)
-                    if type(x) is not np.ndarray and type(x).__module__.startswith("torch")]
+        args = calls.setdefault(_device_of(w.param), ([], [], [], [], [], [], []))
+        for arg, x in zip(args, (native(_exportable(w.param)),
+                                 native(_exportable(readable(w.grad))), w.exp_avg, w.exp_avg_sq,
+                                 w.absmax[0], w.absmax[1], at[key])):
+            arg.append(x)
+    runs = []
+    for device, args in calls.items():
+        if device is None:
+            runs.append(partial(_core.adam_step_blockwise, *args, hparams))
+        else:
+            module = _cuda_backend.load().cuda
+            runs.append(partial(module.adam_step_blockwise, *args, hparams,
+                                stream=_cuda_backend._current_stream(*device)))
+    if len(runs) > 1:
+        for run in runs:
+            run(validate_only=True)
+    for run in runs:
+        run()
+    written = [x for args in calls.values() for arrays in (args[0], *args[2:6]) for x in arrays]
+    torch_arrays = [x for x in written if type(x).__module__.startswith("torch")]
     if torch_arrays:
         bump_versions(torch_arrays)

@@ -81,9 +81,11 @@ def adam_step_blockwise(params: Sequence[_DLPackArray], grads: Sequence[_DLPackA
                         exp_avgs: Sequence[_DLPackArray], exp_avg_sqs: Sequence[_DLPackArray],
                         exp_avg_absmaxes: Sequence[_DLPackArray],
                         exp_avg_sq_absmaxes: Sequence[_DLPackArray], hparams_index: Sequence[int],
-                        hparams: Sequence[_HParams], check_finite: bool = False) -> None:
+                        hparams: Sequence[_HParams], check_finite: bool = False,
+                        validate_only: bool = False) -> None:
     """One step over 8-bit blockwise state: int8 / uint8 codes, float32 absmax per 256 elements;
-    validates everything, then updates params, codes and absmaxes in place."""
+    validates everything, then updates params, codes and absmaxes in place (``validate_only``:
+    validates, writes nothing)."""
 
 def bfloat16_view(uint16_array: Any) -> _DLPackArray:
     """The memory of a NumPy uint16 array as a DLPack capsule of dtype bfloat16 (NumPy cannot

@@ -55,6 +55,15 @@ def adam_step(params: Sequence[_DLPackArray], grads: Sequence[_DLPackArray],
     """One step over all tensors (CUDA arrays of one device), enqueued on stream: validates
     everything, then launches; returns without waiting for the GPU."""
 
+def adam_step_blockwise(params: Sequence[_DLPackArray], grads: Sequence[_DLPackArray],
+                        exp_avgs: Sequence[_DLPackArray], exp_avg_sqs: Sequence[_DLPackArray],
+                        exp_avg_absmaxes: Sequence[_DLPackArray],
+                        exp_avg_sq_absmaxes: Sequence[_DLPackArray], hparams_index: Sequence[int],
+                        hparams: Sequence[_HParams], stream: int,
+                        validate_only: bool = False) -> None:
+    """One step over 8-bit blockwise state (CUDA arrays of one device), enqueued on stream, as
+    adamcore._core.adam_step_blockwise; the finite check is the caller's."""
+
 def first_nonfinite(arrays: Sequence[_DLPackArray], stream: int) -> int:
     """Index of the first array holding inf or NaN, or -1; waits for the check on stream."""
 

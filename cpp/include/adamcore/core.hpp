@@ -86,6 +86,9 @@ inline Error nonfinite_grad_error(int64_t index) {
 // Throws Error(invalid_value) naming the first hyperparameter out of range.
 void validate_hparams(const adamcore_hparams& hp);
 
+// Error(invalid_value) unless tensor i's hyperparameter set index is below count.
+void check_hparams_index(size_t index, size_t count, size_t tensor);
+
 // The default state dtype for a parameter dtype: float32 for 16-bit parameters.
 DType state_dtype_for(DType param);
 
