@@ -70,6 +70,15 @@ class Tensor(ctypes.Structure):
                 ("reserved", c_int32)]
 
 
+class BlockwiseTensor(ctypes.Structure):
+    """adamcore_blockwise_tensor."""
+
+    _fields_ = [("param", c_void_p), ("grad", c_void_p), ("exp_avg", c_void_p),
+                ("exp_avg_sq", c_void_p), ("exp_avg_absmax", c_void_p),
+                ("exp_avg_sq_absmax", c_void_p), ("n", c_int64), ("param_dtype", c_int32),
+                ("grad_dtype", c_int32)]
+
+
 _ptr, _ptrs = c_void_p, POINTER(c_void_p)  # arrays are passed by address
 _hp = POINTER(HParams)
 SIGNATURES = {
@@ -82,6 +91,8 @@ SIGNATURES = {
     "adamcore_adam_step_multi_f32": (c_int, [_ptrs] * 5 + [POINTER(c_int64), c_size_t, _hp]),
     "adamcore_adam_step_multi_f64": (c_int, [_ptrs] * 5 + [POINTER(c_int64), c_size_t, _hp]),
     "adamcore_adam_step_tensors": (c_int, [POINTER(Tensor), c_size_t, _hp]),
+    "adamcore_adam_step_blockwise_f32": (c_int, [_ptr] * 6 + [c_int64, _hp]),
+    "adamcore_adam_step_blockwise_tensors": (c_int, [POINTER(BlockwiseTensor), c_size_t, _hp]),
     "adamcore_get_num_threads": (c_int, []),
     "adamcore_set_num_threads": (c_int, [c_int]),
     "adamcore_simd_level": (c_char_p, []),
@@ -92,6 +103,8 @@ SIGNATURES = {
     "adamcore_cuda_adam_step_multi_f32": (c_int, [_ptrs] * 5 + [POINTER(c_int64), c_size_t, _hp,
                                                                 c_void_p]),
     "adamcore_cuda_adam_step_tensors": (c_int, [POINTER(Tensor), c_size_t, _hp, c_void_p]),
+    "adamcore_cuda_adam_step_blockwise_tensors": (c_int, [POINTER(BlockwiseTensor), c_size_t, _hp,
+                                                          c_void_p]),
 }
 
 

@@ -467,9 +467,7 @@ def _c_lib():
     import ctypes
     import c_abi
     lib = c_abi.load()
-    f = lib.adamcore_adam_step_blockwise_f32
-    f.restype = ctypes.c_int
-    return lib, f
+    return lib, lib.adamcore_adam_step_blockwise_f32
 
 
 def _ptr(a):
@@ -497,6 +495,78 @@ def test_c_abi_matches_the_python_binding(simd_level, n, rng):
     np.testing.assert_array_equal(p, q)
     for key in bw.STATE_KEYS:
         np.testing.assert_array_equal(s[key], t[key])
+
+
+def _c_tensor(p, g, s):
+    import c_abi
+    k = c_abi.constants()
+    code = {"float32": k["FLOAT32"], "float16": k["FLOAT16"], "bfloat16": k["BFLOAT16"],
+            "float64": k["FLOAT64"]}
+    return c_abi.BlockwiseTensor(p.ctypes.data or None, g.ctypes.data or None,
+                                 s["exp_avg"].ctypes.data or None,
+                                 s["exp_avg_sq"].ctypes.data or None,
+                                 s["exp_avg_absmax"].ctypes.data or None,
+                                 s["exp_avg_sq_absmax"].ctypes.data or None, p.size,
+                                 code[p.dtype.name], code[g.dtype.name])
+
+
+def test_c_abi_tensors_entry_matches_the_python_binding(simd_level, rng):
+    """adamcore_adam_step_blockwise_tensors: every dtype pair in one call (and an empty tensor),
+    bit for bit with the Python binding on the same inputs."""
+    import ctypes
+    import c_abi
+    lib = c_abi.load()
+    pairs = _dtypes() + [(np.float32, np.float32)]
+    sizes = [300, 17, 1023, 1, 257, 0]
+    ps = [(rng.standard_normal(n) * 3).astype(pdt) for n, (pdt, _) in zip(sizes, pairs)]
+    states = [bw.zeros_state(p.size) for p in ps]
+    refs = [(p.copy(), {k: v.copy() for k, v in st.items()}) for p, st in zip(ps, states)]
+    for step in range(1, 4):
+        gs = [(rng.standard_normal(p.size) * 10.0 ** rng.integers(-5, 2, p.size)).astype(gdt)
+              for p, (_, gdt) in zip(ps, pairs)]
+        hp = c_abi.hparams(step=step, lr=1e-2, weight_decay=0.01, decoupled_weight_decay=True)
+        table = (c_abi.BlockwiseTensor * len(ps))(*map(_c_tensor, ps, gs, states))
+        rc = lib.adamcore_adam_step_blockwise_tensors(table, len(ps), ctypes.byref(hp))
+        assert rc == 0, lib.adamcore_last_error()
+        for (q, t), g in zip(refs, gs):
+            _core_step(q, g, t, StepHParams(1e-2, 0.9, 0.999, 1e-8, 0.01, 1e-2, step,
+                                            DECOUPLED_WEIGHT_DECAY))
+    for p, st, (q, t) in zip(ps, states, refs):
+        np.testing.assert_array_equal(_bits(p), _bits(q))
+        for key in bw.STATE_KEYS:
+            np.testing.assert_array_equal(st[key], t[key])
+
+
+@pytest.mark.parametrize("case, code, match", [
+    ("dtype_code", "ERROR_INVALID_DTYPE", b"tensors[1].param_dtype is 7"),
+    ("float64", "ERROR_INVALID_DTYPE", b"param 1 has dtype float64"),
+    ("grad_dtype", "ERROR_INVALID_DTYPE", b"grad 1 has dtype float16"),
+    ("negative_n", "ERROR_INVALID_VALUE", b"tensors[1].n must be >= 0"),
+])
+def test_c_abi_tensors_entry_refuses_with_nothing_written(case, code, match):
+    import ctypes
+    import c_abi
+    lib = c_abi.load()
+    k = c_abi.constants()
+    good = (np.ones(300, np.float32), np.ones(300, np.float32), bw.zeros_state(300))
+    bad = (np.ones(300, np.float32), np.ones(300, np.float32), bw.zeros_state(300))
+    if case == "float64":
+        bad = (np.ones(300), np.ones(300), bad[2])
+    elif case == "grad_dtype":
+        bad = (bad[0], np.ones(300, np.float16), bad[2])
+    table = (c_abi.BlockwiseTensor * 2)(_c_tensor(*good), _c_tensor(*bad))
+    if case == "dtype_code":
+        table[1].param_dtype = 7
+    elif case == "negative_n":
+        table[1].n = -1
+    hp = c_abi.hparams(step=1, lr=1e-2)
+    rc = lib.adamcore_adam_step_blockwise_tensors(table, 2, ctypes.byref(hp))
+    assert rc == k[code] and match in lib.adamcore_last_error(), lib.adamcore_last_error()
+    for p, _, st in (good, bad):
+        assert (p == 1).all() and not st["exp_avg"].any() and not st["exp_avg_absmax"].any()
+    if not lib.adamcore_cuda_available():  # without a GPU the CUDA entry says so
+        rc = lib.adamcore_cuda_adam_step_blockwise_tensors(table, 2, ctypes.byref(hp), None)
+        assert rc == k["ERROR_UNAVAILABLE"] and b"CUDA" in lib.adamcore_last_error()
 
 
 def test_c_abi_refuses_amsgrad_and_null_with_nothing_written():

@@ -64,7 +64,7 @@ def _state_dtype(param):
 
 def _bits(t):
     """A tensor's bits as integers, for exact comparison (NaN payloads included)."""
-    view = {2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()]
+    view = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()]
     return t.detach().cpu().contiguous().view(view)
 
 
@@ -617,6 +617,54 @@ def test_c_abi_cuda_entry_points_equal_cpu_entry_points(config):
     assert lib.adamcore_cuda_adam_step_f32(*args, 4099, hp, stream) == c_abi.constants()["ERROR_INVALID_VALUE"]
     assert b"grad is not CUDA device memory" in lib.adamcore_last_error()
     assert torch.equal(gpu[0], before)
+
+
+@needs_torch
+def test_c_abi_cuda_blockwise_entry_equals_cpu_entry():
+    """adamcore_cuda_adam_step_blockwise_tensors against adamcore_adam_step_blockwise_tensors:
+    float32, bfloat16 with float32 grads, and an empty tensor, in one call; host memory refused."""
+    import c_abi
+
+    lib = c_abi.load()
+    k = c_abi.constants()
+    code = {torch.float32: k["FLOAT32"], torch.bfloat16: k["BFLOAT16"]}
+    gen = torch.Generator().manual_seed(2)
+    specs = [(70001, torch.float32, torch.float32), (300, torch.bfloat16, torch.float32),
+             (0, torch.float32, torch.float32)]
+
+    def tensors(device):
+        out = []
+        for n, pdt, gdt in specs:
+            g = torch.Generator().manual_seed(n)
+            out.append([(torch.randn(n, generator=g) * 3).to(pdt), torch.randn(n, generator=g).to(gdt),
+                        torch.zeros(n, dtype=torch.int8), torch.zeros(n, dtype=torch.uint8),
+                        torch.zeros((n + 255) // 256), torch.zeros((n + 255) // 256)])
+        return [[a.to(device) for a in t] for t in out]
+
+    gpu, cpu = tensors("cuda"), tensors("cpu")
+
+    def table(ts):
+        return (c_abi.BlockwiseTensor * len(ts))(*[
+            c_abi.BlockwiseTensor(*[a.data_ptr() or None for a in t], t[0].numel(),
+                                  code[t[0].dtype], code[t[1].dtype]) for t in ts])
+
+    stream = torch.cuda.current_stream().cuda_stream
+    for step in (1, 2):
+        hp = ctypes.byref(c_abi.hparams(step=step, lr=1e-2, weight_decay=0.1,
+                                        decoupled_weight_decay=True))
+        rc = lib.adamcore_cuda_adam_step_blockwise_tensors(table(gpu), 3, hp, stream)
+        assert rc == 0, lib.adamcore_last_error()
+        assert lib.adamcore_adam_step_blockwise_tensors(table(cpu), 3, hp) == 0
+    torch.cuda.synchronize()
+    for t, c in zip(gpu, cpu):
+        for a, b in zip(t, c):
+            assert_same_bits(a, b)
+    before = gpu[0][0].clone()
+    mixed = [[gpu[0][0], cpu[0][1], *gpu[0][2:]]]
+    rc = lib.adamcore_cuda_adam_step_blockwise_tensors(table(mixed), 1, hp, stream)
+    assert rc == k["ERROR_INVALID_VALUE"]
+    assert b"tensors[0].grad is not CUDA device memory" in lib.adamcore_last_error()
+    assert torch.equal(gpu[0][0], before)
 
 
 # ---- the bench's probes -----------------------------------------------------------------------

@@ -31,18 +31,6 @@ const char* static_level_name(const std::string& name) {
     return "unknown";
 }
 
-DType c_dtype(int32_t code, size_t i, const char* field) {
-    switch (code) {
-        case ADAMCORE_FLOAT16: return DType::float16;
-        case ADAMCORE_BFLOAT16: return DType::bfloat16;
-        case ADAMCORE_FLOAT32: return DType::float32;
-        case ADAMCORE_FLOAT64: return DType::float64;
-    }
-    throw Error(ErrorKind::invalid_dtype, "tensors[" + std::to_string(i) + "]." + field + " is " +
-                                              std::to_string(code) +
-                                              ", not an ADAMCORE_FLOAT16/BFLOAT16/FLOAT32/FLOAT64");
-}
-
 // adamcore_tensor descriptors as TensorRefs (lengths holds each n: the shapes point there).
 std::vector<TensorRef> tensor_refs(const adamcore_tensor* tensors, size_t count,
                                    std::vector<int64_t>& lengths) {

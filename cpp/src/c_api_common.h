@@ -10,6 +10,7 @@
 
 #include "adamcore/adamcore.h"
 #include "adamcore/core.hpp"
+#include "cpu_blockwise.h"
 
 namespace adamcore::capi {
 
@@ -19,6 +20,24 @@ inline thread_local std::string last_error;
 // holds each n (the shapes point there).
 std::vector<TensorRef> c_tensor_refs(const adamcore_tensor* tensors, size_t count,
                                      std::vector<int64_t>& lengths);
+
+// adamcore_blockwise_tensor descriptors as BlockwiseTensorRefs (c_api_blockwise.cpp), checked by
+// the step's own validation; lengths as above.
+std::vector<BlockwiseTensorRef> c_blockwise_refs(const adamcore_blockwise_tensor* tensors,
+                                                 size_t count, std::vector<int64_t>& lengths);
+
+// An ADAMCORE_FLOAT* code of tensors[i].field as a DType.
+inline DType c_dtype(int32_t code, size_t i, const char* field) {
+    switch (code) {
+        case ADAMCORE_FLOAT16: return DType::float16;
+        case ADAMCORE_BFLOAT16: return DType::bfloat16;
+        case ADAMCORE_FLOAT32: return DType::float32;
+        case ADAMCORE_FLOAT64: return DType::float64;
+    }
+    throw Error(ErrorKind::invalid_dtype, "tensors[" + std::to_string(i) + "]." + field + " is " +
+                                              std::to_string(code) +
+                                              ", not an ADAMCORE_FLOAT16/BFLOAT16/FLOAT32/FLOAT64");
+}
 
 inline int error_code(ErrorKind kind) {
     switch (kind) {

@@ -5,6 +5,8 @@
 // it, or with no usable GPU, each returns ADAMCORE_ERROR_UNAVAILABLE saying why, so the ABI (and
 // the list of exported symbols) is the same in every build.
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "adamcore/adamcore.h"
 #include "adamcore/core.hpp"
@@ -133,6 +135,52 @@ int adamcore_cuda_adam_step_tensors(const adamcore_tensor* tensors, size_t count
         const std::vector<adamcore::TensorRef> refs =
             adamcore::capi::c_tensor_refs(tensors, count, lengths);
         adamcore::CudaRun{stream, adamcore::Naming::tensors}(refs.data(), refs.size(), hp);
+    });
+#else
+    (void)tensors;
+    (void)count;
+    (void)hp;
+    (void)stream;
+    return rc;
+#endif
+}
+
+int adamcore_cuda_adam_step_blockwise_tensors(const adamcore_blockwise_tensor* tensors,
+                                              size_t count, const adamcore_hparams* hp,
+                                              void* stream) {
+    const int rc = adamcore::capi::guarded(adamcore::require_cuda);
+    if (rc != ADAMCORE_OK) return rc;
+#if defined(ADAMCORE_WITH_CUDA)
+    return adamcore::capi::guarded([&] {
+        using namespace adamcore;
+        if (!hp) capi::invalid("hp is NULL");
+        std::vector<int64_t> lengths;
+        const std::vector<BlockwiseTensorRef> refs = capi::c_blockwise_refs(tensors, count, lengths);
+        int device = -1;
+        std::string first;
+        for (size_t i = 0; i < refs.size(); ++i) {
+            if (lengths[i] == 0) continue;
+            const BlockwiseTensorRef& t = refs[i];
+            const std::pair<const void*, const char*> arrays[] = {
+                {t.param.data, "param"}, {t.grad.data, "grad"}, {t.exp_avg.data, "exp_avg"},
+                {t.exp_avg_sq.data, "exp_avg_sq"}, {t.exp_avg_absmax.data, "exp_avg_absmax"},
+                {t.exp_avg_sq_absmax.data, "exp_avg_sq_absmax"}};
+            for (const auto& [data, field] : arrays) {
+                if (!data) continue;  // the validation names a NULL array
+                const std::string name = "tensors[" + std::to_string(i) + "]." + field;
+                const int d = cuda::device_of_pointer(data);
+                if (d < 0) capi::invalid(name + " is not CUDA device memory");
+                if (device < 0) {
+                    device = d;
+                    first = name;
+                } else if (d != device) {
+                    capi::invalid(name + " is on CUDA device " + std::to_string(d) + " but " +
+                                  first + " is on device " + std::to_string(device));
+                }
+            }
+        }
+        cuda::adam_step_blockwise(refs.data(), refs.size(), hp, 1, device < 0 ? 0 : device,
+                                  stream);
     });
 #else
     (void)tensors;

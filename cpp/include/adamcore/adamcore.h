@@ -48,13 +48,13 @@ extern "C" {
 
 /* Version of this header (the package version; CMake checks that they agree). */
 #define ADAMCORE_VERSION_MAJOR 0
-#define ADAMCORE_VERSION_MINOR 2
+#define ADAMCORE_VERSION_MINOR 3
 #define ADAMCORE_VERSION_PATCH 0
-/* The same as one number, major * 10000 + minor * 100 + patch (0.2.0 is 200). */
+/* The same as one number, major * 10000 + minor * 100 + patch (0.3.0 is 300). */
 #define ADAMCORE_VERSION \
     (ADAMCORE_VERSION_MAJOR * 10000 + ADAMCORE_VERSION_MINOR * 100 + ADAMCORE_VERSION_PATCH)
 /* The same as text, "major.minor.patch". */
-#define ADAMCORE_VERSION_STRING "0.2.0"
+#define ADAMCORE_VERSION_STRING "0.3.0"
 
 /* Version of the loaded library, encoded as ADAMCORE_VERSION. Before 1.0 the ABI may change with
  * the minor version: check adamcore_version() / 100 == ADAMCORE_VERSION / 100 at start-up. */
@@ -137,6 +137,27 @@ ADAMCORE_API int adamcore_adam_step_blockwise_f32(float *param, const float *gra
                                                   float *exp_avg_absmax,
                                                   float *exp_avg_sq_absmax, int64_t n,
                                                   const adamcore_hparams *hp);
+
+/* One tensor of adamcore_adam_step_blockwise_tensors: n contiguous elements of param
+ * (param_dtype ADAMCORE_FLOAT32, ADAMCORE_FLOAT16 or ADAMCORE_BFLOAT16) and grad (grad_dtype the
+ * param's, or ADAMCORE_FLOAT32 for a 16-bit param), and their 8-bit state as
+ * adamcore_adam_step_blockwise_f32 keeps it. Arithmetic is float32. (New in 0.3.0.) */
+typedef struct adamcore_blockwise_tensor {
+    void *param;
+    const void *grad;
+    int8_t *exp_avg;
+    uint8_t *exp_avg_sq;
+    float *exp_avg_absmax;
+    float *exp_avg_sq_absmax;
+    int64_t n;
+    int32_t param_dtype;
+    int32_t grad_dtype;
+} adamcore_blockwise_tensor;
+
+/* One step on count such tensors at once (one parallel region over all their blocks); hp applies
+ * to all. All tensors are validated before any is written. Pointers may be NULL where n == 0. */
+ADAMCORE_API int adamcore_adam_step_blockwise_tensors(const adamcore_blockwise_tensor *tensors,
+                                                      size_t count, const adamcore_hparams *hp);
 
 /* One step on count float32 tensors at once (one parallel region over all their elements; the
  * fast way to step a model's many small tensors). Tensor i is params[i], grads[i], exp_avgs[i],
@@ -245,6 +266,14 @@ ADAMCORE_API int adamcore_cuda_adam_step_multi_f32(float *const *params, const f
  * compensations and seeds as on the CPU give the same bits. */
 ADAMCORE_API int adamcore_cuda_adam_step_tensors(const adamcore_tensor *tensors, size_t count,
                                                  const adamcore_hparams *hp, void *stream);
+
+/* adamcore_adam_step_blockwise_tensors on device pointers (the descriptors themselves are in
+ * host memory), every array on one device; one launch per tensor on stream (as above). The same
+ * inputs give the CPU's bits. (New in 0.3.0.) */
+ADAMCORE_API int adamcore_cuda_adam_step_blockwise_tensors(const adamcore_blockwise_tensor *tensors,
+                                                           size_t count,
+                                                           const adamcore_hparams *hp,
+                                                           void *stream);
 
 #ifdef __cplusplus
 }
