@@ -212,11 +212,14 @@ class AdamcoreInt8(Peer):
     """adamcore.Adam with 8-bit block-quantized state (docs/int8-state.md): p and g as the case
     has them, m and v as 1-byte codes plus one float32 absmax per 256 elements and state."""
 
-    name, kind = "adamcore int8 state", ADAMCORE
+    name, kind, devices = "adamcore int8 state", ADAMCORE, ("cpu", "cuda")
 
     def setup(self, work):
         import adamcore
+        from adamcore import _dispatch
 
+        if work.case.device == "cuda" and _dispatch.cuda_backend() is None:
+            raise Skip("adamcore's CUDA backend is not built or sees no GPU")
         opt = adamcore.Adam([{"params": work.params, "state_dtype": "int8_blockwise"}], lr=LR,
                             betas=(BETA1, BETA2), eps=EPS)
         grads, case = work.grads, work.case
@@ -468,7 +471,8 @@ class CupyKernel(Peer):
 CPU_PEERS = [CpuProbe(), CpuCopy(), AdamcoreClass(), AdamcoreRaw(), AdamcoreInt8(), NumpyNaive(),
              NumpyOut(),
              TorchFused(), TorchForeach(), DeepSpeedCpuAdam(), TorchOptimi()]
-CUDA_PEERS = [CudaProbe(), CudaCopy(), AdamcoreClass(), TorchFused(), TorchForeach(), CupyKernel()]
+CUDA_PEERS = [CudaProbe(), CudaCopy(), AdamcoreClass(), AdamcoreInt8(), TorchFused(),
+              TorchForeach(), CupyKernel()]
 
 
 def peers_for(device: str) -> list[Peer]:
