@@ -181,6 +181,8 @@ def _check_param(i: int, p) -> None:
 
 def _device_of(p):
     """None for host memory (the CPU core's), else the CUDA backend's (library, device) key."""
+    if type(p) is np.ndarray:
+        return None
     from . import _arrays
     lib = _arrays.library(p)
     if lib == "numpy" or (lib == "torch" and p.device.type == "cpu"):
@@ -321,7 +323,6 @@ def step(work: list) -> None:
             run(validate_only=True)
     for run in runs:
         run()
-    written = [x for args in calls.values() for arrays in (args[0], *args[2:6]) for x in arrays]
-    torch_arrays = [x for x in written if type(x).__module__.startswith("torch")]
-    if torch_arrays:
-        bump_versions(torch_arrays)
+    if not all(type(w.param) is np.ndarray for w in work):
+        written = [x for args in calls.values() for arrays in (args[0], *args[2:6]) for x in arrays]
+        bump_versions([x for x in written if type(x).__module__.startswith("torch")])
