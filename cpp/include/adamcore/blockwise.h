@@ -7,8 +7,9 @@
 //   v = absmax_v * (c / 255)^4                  c: uint8 in [0, 255]
 //
 // Codes are found by rounding in the root domain (sqrt of |m| / absmax_m, fourth root of
-// v / absmax_v, each as the exact float32 operations below) to the nearest integer, ties to even. Every operation is a single IEEE float32
-// operation (division, sqrt, product, the add-and-subtract rounding trick), so the CPU levels,
+// v / absmax_v, each as the exact float32 operations below) to the nearest integer, ties to even.
+// Every operation is a single IEEE float32 operation (division, sqrt, product, the rounding add
+// of round_code) or an exact integer one, so the CPU levels,
 // CUDA and the NumPy reference (python/adamcore/_blockwise.py) give the same codes bit for bit.
 #pragma once
 
@@ -56,15 +57,20 @@ ADAMCORE_HD float dequantize_v(uint8_t code, float scale) {
 // absmax dequantizes every code to NaN anyway.
 ADAMCORE_HD float quant_factor(float absmax) { return absmax > 0.0f ? 1.0f / absmax : 1.0f; }
 
-// Nearest integer of r >= 0, r < 2^22, ties to even; a NaN r becomes limit first.
-ADAMCORE_HD float round_code(float r, float limit) {
+// Nearest integer of r >= 0, r < 2^22, ties to even; a NaN r becomes limit first. r + 1.5 * 2^23
+// rounds r to an integer in the sum's low mantissa bits, so the integer is the difference of the
+// two floats' bits: an integer subtract, where a float subtract and a conversion would cost two
+// vector operations more per element.
+ADAMCORE_HD uint32_t round_code(float r, float limit) {
     // r may pass limit by an ulp (x * (1 / absmax) can round above 1); a NaN r becomes limit
     const float clamped = r < limit ? r : limit;
-    return (clamped + kRoundMagic) - kRoundMagic;
+    return float_bits(clamped + kRoundMagic) - float_bits(kRoundMagic);
 }
 
 ADAMCORE_HD int8_t quantize_m(float m, float factor) {
-    const float magnitude = m < 0.0f ? -m : m;
+    // |m| by clearing the sign bit, which vectorizes as one AND; where it differs from a select
+    // (-0 and NaN) the code is the same: 0 and limit
+    const float magnitude = bits_float(float_bits(m) & 0x7fffffffu);
     const float r = sqrt_rn(magnitude * factor) * kMCodeMax;
     const int code = static_cast<int>(round_code(r, kMCodeMax));
     return static_cast<int8_t>(m < 0.0f ? -code : code);
@@ -78,7 +84,7 @@ ADAMCORE_HD float quant_root_factor(float absmax) {
 
 ADAMCORE_HD uint8_t quantize_v(float sqrt_v, float root_factor) {
     const float r = sqrt_rn(sqrt_v * root_factor) * kVCodeMax;
-    return static_cast<uint8_t>(static_cast<int>(round_code(r, kVCodeMax)));
+    return static_cast<uint8_t>(round_code(r, kVCodeMax));
 }
 
 // |x| as ordered bits: for non-negative floats (NaN included, above inf) the integer order of
