@@ -23,6 +23,8 @@ CUDA = ROOT / "cuda"
 SRC = ROOT / "cpp" / "src"
 SOURCES = {  # source -> optimization (the emulated kernels and the CPU kernels are the hot code)
     CUDA / "kernels.cu": "-O1",  # every kernel, compiled as C++ over the emulation
+    CUDA / "blockwise.cu": "-O1",  # the 8-bit state kernel (the C ABI's CUDA entry links it)
+    CUDA / "blockwise_step.cpp": "-O0",
     CUDA / "device.cpp": "-O0",
     CUDA / "memory.cpp": "-O0",
     CUDA / "table.cpp": "-O0",
@@ -38,6 +40,10 @@ SOURCES = {  # source -> optimization (the emulated kernels and the CPU kernels 
     SRC / "cpu_kernels.cpp": "-O1",
     SRC / "c_api.cpp": "-O0",
     SRC / "c_api_cuda.cpp": "-O0",
+    SRC / "c_api_blockwise.cpp": "-O0",
+    SRC / "validate_blockwise.cpp": "-O0",
+    SRC / "cpu_blockwise_step.cpp": "-O0",
+    SRC / "cpu_blockwise.cpp": "-O1",
 }
 
 
