@@ -34,6 +34,30 @@ void require_cuda() {
 #endif
 }
 
+#if defined(ADAMCORE_WITH_CUDA)
+// The one CUDA device holding a call's arrays, each named as its entry point names it.
+class OneDevice {
+public:
+    void add(const void* data, const std::string& name) {
+        const int d = cuda::device_of_pointer(data);
+        if (d < 0) invalid(name + " is not CUDA device memory");
+        if (device_ < 0) {
+            device_ = d;
+            first_ = name;
+        } else if (d != device_) {
+            invalid(name + " is on CUDA device " + std::to_string(d) + " but " + first_ +
+                    " is on device " + std::to_string(device_));
+        }
+    }
+    bool any() const { return device_ >= 0; }
+    int device() const { return device_ < 0 ? 0 : device_; }
+
+private:
+    int device_ = -1;
+    std::string first_;
+};
+#endif
+
 // How a CUDA entry point names its arrays in errors.
 enum class Naming { single, multi, tensors };
 
@@ -43,8 +67,7 @@ struct CudaRun {
     Naming naming;  // "grad", "grads[3]" (multi-tensor) or "tensors[3].grad" (adamcore_tensor)
     void operator()(const TensorRef* tensors, size_t count, const adamcore_hparams* hp) const {
 #if defined(ADAMCORE_WITH_CUDA)
-        int device = -1;
-        std::string first;
+        OneDevice device;
         const bool amsgrad = hp->flags & ADAMCORE_AMSGRAD;
         const bool kahan = hp->flags & ADAMCORE_KAHAN_SUMMATION;
         for (size_t i = 0; i < count; ++i) {
@@ -58,21 +81,13 @@ struct CudaRun {
                     naming == Naming::multi     ? std::string(array_name) + "s[" + index + "]"
                     : naming == Naming::tensors ? "tensors[" + index + "]." + array_name
                                                 : std::string(array_name);
-                const int d = cuda::device_of_pointer(array.data);
-                if (d < 0) invalid(name + " is not CUDA device memory");
-                if (device < 0) {
-                    device = d;
-                    first = name;
-                } else if (d != device) {
-                    invalid(name + " is on CUDA device " + std::to_string(d) + " but " + first +
-                            " is on device " + std::to_string(device));
-                }
+                device.add(array.data, name);
             };
             for_each_array(t, amsgrad, visit);
             if (kahan && t.has_compensation) visit(t.compensation, "compensation");
         }
-        if (device < 0) return;  // nothing to do
-        cuda::adam_step(tensors, count, hp, 1, false, device, stream);
+        if (!device.any()) return;  // nothing to do
+        cuda::adam_step(tensors, count, hp, 1, false, device.device(), stream);
 #else
         (void)tensors;
         (void)count;
@@ -156,8 +171,7 @@ int adamcore_cuda_adam_step_blockwise_tensors(const adamcore_blockwise_tensor* t
         if (!hp) capi::invalid("hp is NULL");
         std::vector<int64_t> lengths;
         const std::vector<BlockwiseTensorRef> refs = capi::c_blockwise_refs(tensors, count, lengths);
-        int device = -1;
-        std::string first;
+        OneDevice device;
         for (size_t i = 0; i < refs.size(); ++i) {
             if (lengths[i] == 0) continue;
             const BlockwiseTensorRef& t = refs[i];
@@ -166,21 +180,11 @@ int adamcore_cuda_adam_step_blockwise_tensors(const adamcore_blockwise_tensor* t
                 {t.exp_avg_sq.data, "exp_avg_sq"}, {t.exp_avg_absmax.data, "exp_avg_absmax"},
                 {t.exp_avg_sq_absmax.data, "exp_avg_sq_absmax"}};
             for (const auto& [data, field] : arrays) {
-                if (!data) continue;  // the validation names a NULL array
-                const std::string name = "tensors[" + std::to_string(i) + "]." + field;
-                const int d = cuda::device_of_pointer(data);
-                if (d < 0) capi::invalid(name + " is not CUDA device memory");
-                if (device < 0) {
-                    device = d;
-                    first = name;
-                } else if (d != device) {
-                    capi::invalid(name + " is on CUDA device " + std::to_string(d) + " but " +
-                                  first + " is on device " + std::to_string(device));
-                }
+                if (data)  // (the validation names a NULL array)
+                    device.add(data, "tensors[" + std::to_string(i) + "]." + field);
             }
         }
-        cuda::adam_step_blockwise(refs.data(), refs.size(), hp, 1, device < 0 ? 0 : device,
-                                  stream);
+        cuda::adam_step_blockwise(refs.data(), refs.size(), hp, 1, device.device(), stream);
     });
 #else
     (void)tensors;
