@@ -174,6 +174,46 @@ def test_native_equals_array_api_path_bit_for_bit(config, dtype, grad_dtype, lay
     np.testing.assert_array_equal(v, ref[2])
 
 
+def _at_line_offset(n, dtype, offset):
+    """n elements of dtype starting offset elements past a 64-byte cache-line boundary."""
+    itemsize = np.dtype(dtype).itemsize
+    buf = np.empty(n + offset + 64 // itemsize, dtype)
+    start = (-buf.ctypes.data % 64) // itemsize + offset
+    return buf[start:start + n]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_every_offset_from_a_cache_line(dtype, amsgrad, rng, simd_level):
+    """The kernels take elements one by one until the param sits on a cache line, then whole
+    vectors: every param offset within a line, with the grad and state at other offsets, gives
+    the Array-API path's bits."""
+    per_line = 64 // np.dtype(dtype).itemsize
+    group = {"lr": 1e-2, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.1,
+             "decoupled_weight_decay": False, "decouple_lr": False, "max_lr": None,
+             "amsgrad": amsgrad, "maximize": False}
+    for n in (1, 7, per_line + 1, 3 * per_line + 5):
+        for p_offset in range(per_line):
+            other = (p_offset * 5 + 3) % per_line  # grad and state elsewhere in their lines
+            p = _at_line_offset(n, dtype, p_offset)
+            p[...] = rng.standard_normal(n)
+            m, v, vmax = (_at_line_offset(n, dtype, other) for _ in range(3))
+            for x in (m, v, vmax):
+                x[...] = 0
+            ref = [p.copy(), m.copy(), v.copy(), vmax.copy() if amsgrad else None]
+            for step in (1, 2):
+                g = _at_line_offset(n, dtype, other)
+                g[...] = rng.standard_normal(n)
+                adamcore.adam_step(p, g, m, v, step=step, lr=1e-2, weight_decay=0.1,
+                                   amsgrad=amsgrad, max_exp_avg_sq=vmax if amsgrad else None)
+                ref = list(_reference.adam_update(np, ref[0], g, ref[1], ref[2], ref[3],
+                                                  step_hparams(group, step)))
+            for got, want in zip((p, m, v), ref):
+                np.testing.assert_array_equal(got, want, err_msg=f"n={n} offset={p_offset}")
+            if amsgrad:
+                np.testing.assert_array_equal(vmax, ref[3])
+
+
 def test_float16_round_trips_every_bit_pattern(simd_level):
     """With lr = 0 the step stores each float16 back unchanged: widen/narrow are exact."""
     p = np.arange(1 << 16, dtype=np.uint16).view(np.float16).copy()
