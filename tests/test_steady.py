@@ -63,6 +63,33 @@ def _grad_float64(opt, params, grads):
     grads[1] = grads[1].astype(np.float64)
 
 
+def _grad_strided(opt, params, grads):
+    grads[0] = np.repeat(grads[0], 2)[::2]  # taken through nanobind's import, not NumPy's fields
+
+
+def _grad_fortran_order(opt, params, grads):
+    grads[2] = np.asfortranarray(grads[2])
+
+
+def _grad_byte_swapped(opt, params, grads):
+    grads[1] = grads[1].astype(">f4")
+
+
+def _grad_read_only(opt, params, grads):
+    grads[1].flags.writeable = False
+
+
+def _grad_float16(opt, params, grads):
+    grads[0] = grads[0].astype(np.float16)
+
+
+def _grad_ndarray_subclass(opt, params, grads):
+    class Sub(np.ndarray):
+        pass
+
+    grads[1] = grads[1].view(Sub)
+
+
 def _grad_wrong_shape(opt, params, grads):
     grads[2] = np.ones(3, np.float32)
 
@@ -114,7 +141,9 @@ def _nothing(opt, params, grads):
 
 EDITS = [_nothing, _replace_param, _replace_state_array, _reset_counter, _equal_new_counter,
          _copy_state_dict, _new_state_mapping, _delete_state_key, _delete_counter,
-         _reshape_param, _read_only_param, _grads_as_tuple, _grad_float64, _grad_wrong_shape,
+         _reshape_param, _read_only_param, _grads_as_tuple, _grad_float64, _grad_strided,
+         _grad_fortran_order, _grad_byte_swapped, _grad_read_only, _grad_float16,
+         _grad_ndarray_subclass, _grad_wrong_shape,
          _grad_a_list, _one_grad_missing, _lr_edited, _eps_edited_to_none, _maximize_on,
          _betas_edited, _weight_decay_edited, _group_replaced, _amsgrad_on,
          _grad_not_finite_with_check]
@@ -169,6 +198,21 @@ def test_the_plan_stays_while_nothing_changes_and_counts_every_step():
     assert {s["step"] for s in opt.state.values()} == {5}
     assert plan.group_steps == [5]
     np.testing.assert_allclose(params[299], -0.5)  # lr 0.1 times 5 steps of sign(g)
+
+
+def test_a_group_shares_one_counter_object_past_the_small_int_cache():
+    """The plan advances equal counters to one new int (made once a step, not once a param);
+    each state dict still reads its own count, and a counter set apart leaves the plan."""
+    params = [np.zeros(3, np.float32) for _ in range(4)]
+    opt = adamcore.Adam(params, lr=0.1)
+    grads = [np.ones(3, np.float32) for _ in params]
+    for _ in range(300):
+        opt.step(grads)
+    counters = [s["step"] for s in opt.state.values()]
+    assert counters == [300] * 4 and len({id(c) for c in counters}) == 1
+    opt.state[2]["step"] = 1000
+    opt.step(grads)
+    assert [s["step"] for s in opt.state.values()] == [301, 301, 1001, 301]
 
 
 def test_steady_step_declines_without_writing_when_an_object_changed():

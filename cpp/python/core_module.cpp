@@ -104,11 +104,18 @@ public:
         }
         if (!watch_->unchanged(params, state)) return 0;
         PyObject** param_items = sequence_items(params.ptr(), &n);  // checked by unchanged()
-        std::vector<ReadOnlyArray> imported(tensors_.size());
+        // the grads, held while the GIL is released (another thread may empty their list)
+        std::vector<nb::object> held(tensors_.size());
+        std::vector<ReadOnlyArray> imported;  // those NumPy's fields do not describe directly
+        std::vector<ArrayRef> grad_refs(tensors_.size());
         for (size_t i = 0; i < tensors_.size(); ++i) {
-            if (!numpy_pair_holds(i, param_items[i], grad_items[i]) ||
-                !nb::try_cast(nb::handle(grad_items[i]), imported[i], /*convert=*/false))
+            if (!numpy_pair_holds(i, param_items[i], grad_items[i])) return 0;
+            held[i] = nb::borrow(grad_items[i]);
+            if (numpy_grad_ref(grad_items[i], grad_refs[i])) continue;
+            if (imported.empty()) imported.reserve(tensors_.size());  // no reallocation below
+            if (!nb::try_cast(nb::handle(grad_items[i]), imported.emplace_back(), false))
                 return 0;
+            grad_refs[i] = array_ref(imported.back(), "grad", i);
         }
         claim(claims_, claimed_, "step()");
         struct Release {
@@ -118,7 +125,7 @@ public:
         } release{claims_, claimed_};
         watch_->advance();  // before the kernel evicts the dicts from the caches; undone if it raises
         try {
-            run(imported, next, check_finite);
+            run(grad_refs, next, check_finite);
         } catch (...) {
             watch_->undo();
             throw;
@@ -154,11 +161,18 @@ private:
 
     void run(const std::vector<ReadOnlyArray>& grads, const std::vector<adamcore_hparams>& hparams,
              bool check_finite) {
+        std::vector<ArrayRef> refs(grads.size());
+        for (size_t i = 0; i < grads.size(); ++i) refs[i] = array_ref(grads[i], "grad", i);
+        run(refs, hparams, check_finite);
+    }
+
+    void run(const std::vector<ArrayRef>& grads, const std::vector<adamcore_hparams>& hparams,
+             bool check_finite) {
         struct Unset {  // the grads are not held past the call, whatever happens in it
             std::vector<TensorRef>& tensors;
             ~Unset() { for (TensorRef& t : tensors) t.grad = ArrayRef{}; }
         } unset{tensors_};
-        for (size_t i = 0; i < grads.size(); ++i) tensors_[i].grad = array_ref(grads[i], "grad", i);
+        for (size_t i = 0; i < grads.size(); ++i) tensors_[i].grad = grads[i];
         nb::gil_scoped_release release;
         cpu_adam_step(tensors_.data(), tensors_.size(), hparams.data(), hparams.size(),
                       check_finite);

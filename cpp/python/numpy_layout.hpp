@@ -31,7 +31,9 @@ struct Array {  // PyArrayObject_fields' head
     Descr* descr;
     int flags;
 };
-constexpr int writeable = 0x0400;  // NPY_ARRAY_WRITEABLE
+constexpr int c_contiguous = 0x0001;  // NPY_ARRAY_C_CONTIGUOUS
+constexpr int aligned = 0x0100;       // NPY_ARRAY_ALIGNED
+constexpr int writeable = 0x0400;     // NPY_ARRAY_WRITEABLE
 }  // namespace numpy_abi
 
 // numpy.ndarray, looked up once (NumPy is imported by then: adamcore imports it).
@@ -71,6 +73,31 @@ inline bool numpy_matches(PyObject* obj, const ArrayRef& ref) {
         if (a->strides[k] != stride && a->dimensions[k] > 1) return false;
         contiguous *= ref.shape[k];
     }
+    return true;
+}
+
+// obj as the core's ArrayRef, read from the array object, where it is a C-contiguous, aligned
+// NumPy array of float16, float32 or float64 in native byte order (what grads nearly always
+// are): the steady step's import of its grads, ~0.02 us against ~0.18 us through nanobind's
+// DLPack import. False for anything else, which the caller imports through nanobind. The
+// ArrayRef points into obj (its shape): the caller keeps obj alive while it is used.
+inline bool numpy_grad_ref(PyObject* obj, ArrayRef& out) {
+    static_assert(sizeof(Py_ssize_t) == sizeof(int64_t), "NumPy's dimensions are int64");
+    if (!PyObject_TypeCheck(obj, ndarray_type())) return false;
+    const auto* a = reinterpret_cast<const numpy_abi::Array*>(obj);
+    constexpr int needed = numpy_abi::c_contiguous | numpy_abi::aligned;
+    const char foreign = PY_LITTLE_ENDIAN ? '>' : '<';
+    if ((a->flags & needed) != needed || a->descr->byteorder == foreign) return false;
+    switch (a->descr->type) {
+        case 'e': out.dtype = DType::float16; break;
+        case 'f': out.dtype = DType::float32; break;
+        case 'd': out.dtype = DType::float64; break;
+        default: return false;
+    }
+    out.data = a->data;
+    out.ndim = a->nd;
+    out.shape = reinterpret_cast<const int64_t*>(a->dimensions);
+    out.strides = nullptr;  // C-contiguous
     return true;
 }
 

@@ -106,12 +106,20 @@ public:
 
     // d[step_key] += 1 for every watched dict (counters checked by `unchanged` just before).
     // Done before the kernel, while the dicts are in the caches (after it, each is a miss);
-    // undo() puts the previous counters back if the kernel then refuses the step.
+    // undo() puts the previous counters back if the kernel then refuses the step. Consecutive
+    // dicts whose counters are equal ints get one new int object (ints are immutable): a
+    // group's params then share one counter, made once a step instead of once a param.
     void advance() {
         nb::object one = nb::int_(1);
         previous_ = steps_;
+        PyObject* last = nullptr;  // the counter object last advanced, and what it became
+        nb::object last_next;
         for (size_t i = 0; i < size(); ++i) {
-            nb::object next = nb::steal(PyNumber_Add(steps_[i].ptr(), one.ptr()));
+            nb::object next = same_int(steps_[i].ptr(), last)
+                                  ? last_next
+                                  : nb::steal(PyNumber_Add(steps_[i].ptr(), one.ptr()));
+            last = steps_[i].ptr();
+            last_next = next;
             if (!next.is_valid() || PyDict_SetItem(dicts_[i].ptr(), step_key_.ptr(), next.ptr())) {
                 nb::python_error error;  // fetched, so that undo() can call into Python
                 undo(i);
@@ -119,6 +127,15 @@ public:
             }
             steps_[i] = std::move(next);
         }
+    }
+
+    // a is b, or both are ints of one value (counters made apart, by the general step)
+    static bool same_int(PyObject* a, PyObject* b) {
+        if (a == b) return true;
+        if (b == nullptr || !PyLong_CheckExact(a) || !PyLong_CheckExact(b)) return false;
+        const int equal = PyObject_RichCompareBool(a, b, Py_EQ);
+        if (equal < 0) PyErr_Clear();  // (exact ints compare without error)
+        return equal == 1;
     }
 
     // The counters as they were before advance(), in the first `count` dicts (all by default).

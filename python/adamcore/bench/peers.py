@@ -14,7 +14,7 @@ state they actually hold after the warm-up step.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -44,6 +44,7 @@ class Work:
     lib: str           # "numpy", "torch" or "cupy"
     params: list
     grads: list
+    shared: dict = field(default_factory=dict)  # what one peer's setup leaves for another's
 
 
 # -------------------------------------------------------------------------------------------------
@@ -205,6 +206,7 @@ class AdamcoreClass(Peer):
         opt = adamcore.Adam(work.params, lr=LR, betas=(BETA1, BETA2), eps=EPS,
                             **work.case.options)
         grads = work.grads
+        work.shared["adamcore"] = opt  # its state, once made, is the raw core's (_class_state)
         return Impl(lambda: opt.step(grads), _case_bytes(work.case))
 
 
@@ -235,19 +237,24 @@ def int8_step_bytes(case: Case) -> int:
 
 
 class AdamcoreRaw(Peer):
-    """The core's own entry point, without the front end: arrays imported once, then steps."""
+    """The core's own entry point, without the front end: arrays imported once, then steps (over
+    the adamcore row's own state where that row ran: _class_state)."""
 
     name, kind = "adamcore raw core", ADAMCORE
 
     def setup(self, work):
         from adamcore import _core
 
-        m, v = _state(work)
         options = work.case.options
         flags = (_core.KAHAN_SUMMATION if options.get("kahan_summation") else 0) | (
             _core.STOCHASTIC_ROUNDING if options.get("stochastic_rounding") else 0)
-        comps = [_zeros_like(work, work.case.dtype, p.shape[0]) for p in work.params] \
-            if options.get("kahan_summation") else []
+        shared = _class_state(work)
+        if shared is not None:
+            m, v, comps = shared
+        else:
+            m, v = _state(work)
+            comps = [_zeros_like(work, work.case.dtype, p.shape[0]) for p in work.params] \
+                if options.get("kahan_summation") else []
         plan = _core.CpuPlan(work.params, m, v, [], [], comps, list(range(len(work.params))))
         grads, t = work.grads, [0]
 
@@ -256,6 +263,26 @@ class AdamcoreRaw(Peer):
             plan.step(grads, [(LR, BETA1, BETA2, EPS, 0.0, LR, t[0], flags)])
 
         return Impl(step, _case_bytes(work.case))
+
+
+def _class_state(work: Work):
+    """The ``adamcore`` row's m, v (and Kahan buffers), once its warm-up has made them; None
+    where it did not run. The raw core steps that very memory, so that the two rows differ by
+    the front end alone: arrays allocated apart differ by up to 13 % on the same work at 1M in
+    100, either way, from their placement in the caches (bench/NOTES.md, CPU section 10)."""
+    from adamcore import _arrays
+
+    opt = work.shared.get("adamcore")
+    if opt is None or len(opt.state) != len(work.params):
+        return None
+    states = [opt.state[i] for i in range(len(work.params))]
+    kahan = bool(work.case.options.get("kahan_summation"))
+    for s in states:
+        if _arrays.dtype_name(s["exp_avg"].dtype) != work.case.state_dtype or (
+                kahan and "kahan_comp" not in s):
+            return None
+    return ([s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+            [s["kahan_comp"] for s in states] if kahan else [])
 
 
 class NumpyNaive(Peer):

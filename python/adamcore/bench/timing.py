@@ -63,12 +63,21 @@ class CudaEvents:
 
 
 def calibrate(timer, fn: Callable[[], object], sample_s: float, warmup: int = 2) -> int:
-    """Runs the warm-up calls and returns how many calls make one sample of about sample_s."""
+    """Runs the warm-up calls and returns how many calls make one sample of about sample_s.
+
+    One call is timed up to three times and the fastest counts: a single slow call (the first
+    steady step after a plan is built, a cold cache) would give that implementation fewer calls
+    per sample, and so a larger share of each sample's cold first call, than its neighbours
+    (bench/NOTES.md, CPU section 10: 9 calls against 16 made the class API look 1.1x slower)."""
     for _ in range(warmup):
         fn()
     timer.sync()
-    once = max(timer.measure(fn, 1), 1e-7)
-    return max(1, min(10_000, round(sample_s / once)))
+    once = timer.measure(fn, 1)
+    for _ in range(2):
+        if once >= sample_s:
+            break
+        once = min(once, timer.measure(fn, 1))
+    return max(1, min(10_000, round(sample_s / max(once, 1e-7))))
 
 
 def interleaved(timer, fns: dict[str, Callable[[], object]], reps: dict[str, int],
