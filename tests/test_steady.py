@@ -293,3 +293,93 @@ def test_group_edits_take_effect_on_the_plan_without_leaving_it(monkeypatch):
     np.testing.assert_allclose(p, -(0.1 + sum(0.1 / (k + 2) for k in range(4))), rtol=1e-5)
     np.testing.assert_allclose(q, -sum(0.01 * (c + 1) for c in range(5)), rtol=1e-5)
     assert plan.group_steps == [5, 5]
+
+
+LOWP_MODES = {
+    "float16 kahan": ("numpy", "float16", {"kahan_summation": True}),
+    "float16 param state": ("numpy", "float16", {"state_dtype": "param"}),
+    "bfloat16 kahan": ("torch", "bfloat16", {"kahan_summation": True}),
+    "bfloat16 stochastic rounding": ("torch", "bfloat16",
+                                     {"stochastic_rounding": True, "rounding_seed": 7}),
+    "bfloat16 state": ("torch", "bfloat16", {"state_dtype": "bfloat16"}),
+    "bfloat16 kahan bfloat16 state": ("torch", "bfloat16",
+                                      {"kahan_summation": True, "state_dtype": "bfloat16"}),
+}
+
+
+def _lowp_seed_edited(opt):
+    opt.param_groups[0]["rounding_seed"] = 3
+
+
+def _lowp_kahan_off(opt):
+    opt.param_groups[0]["kahan_summation"] = False
+
+
+def _lowp_state_dtype_edited(opt):
+    opt.param_groups[0]["state_dtype"] = "float32"
+
+
+def _lowp_compensation_replaced(opt):
+    for s in opt.state.values():
+        if "kahan_comp" in s:
+            s["kahan_comp"] = s["kahan_comp"] * 0
+
+
+def _run_lowp(mode, edit, plans, monkeypatch):
+    lib, dtype, options = LOWP_MODES[mode]
+    rng = np.random.default_rng(1)
+    values = [rng.standard_normal(s).astype(np.float32) for s in [(7,), (33,), (3, 5)]]
+    if lib == "torch":
+        torch = pytest.importorskip("torch")
+        params = [torch.from_numpy(v).to(getattr(torch, dtype)) for v in values]
+
+        def grad(p):
+            return torch.from_numpy(rng.standard_normal(tuple(p.shape)).astype(np.float32))
+    else:
+        params = [v.astype(dtype) for v in values]
+
+        def grad(p):
+            return rng.standard_normal(p.shape).astype(dtype)
+    with monkeypatch.context() as m:
+        if not plans:
+            m.setattr(_steady.SteadyPlan, "build", classmethod(lambda *a, **k: None))
+        opt = adamcore.AdamW(params, lr=1e-2, weight_decay=0.1, **options)
+        error = None
+        for step in range(6):
+            if step == 3:
+                edit(opt)
+            try:
+                opt.step([grad(p) for p in params])
+            except (TypeError, ValueError) as e:  # compared between the two runs
+                error = (type(e), str(e))
+                break
+            if plans and step == 2:
+                assert opt._steady is not None, "a low-precision group took no plan"
+                assert opt._steady.watched == (lib == "numpy")
+        return params, opt.state_dict(), error
+
+
+@pytest.mark.parametrize("edit", [lambda opt: None, _lowp_seed_edited, _lowp_kahan_off,
+                                  _lowp_state_dtype_edited, _lowp_compensation_replaced],
+                         ids=["nothing", "seed", "kahan off", "state dtype", "compensation"])
+@pytest.mark.parametrize("mode", LOWP_MODES)
+def test_low_precision_groups_step_on_the_plan_as_the_general_step_does(mode, edit,
+                                                                       monkeypatch):
+    """Kahan summation, stochastic rounding and 16-bit state take the steady plan (the core's
+    CpuPlan holds the compensation buffers and seeds); an edit of any low-precision option
+    between steps gives what the general step gives."""
+    planned = _run_lowp(mode, edit, True, monkeypatch)
+    general = _run_lowp(mode, edit, False, monkeypatch)
+    assert planned[2] == general[2]
+    for a, b in zip(planned[0], general[0]):
+        assert np.asarray(a.float() if hasattr(a, "float") else a).tobytes() == \
+            np.asarray(b.float() if hasattr(b, "float") else b).tobytes()
+    sa, sb = planned[1]["state"], general[1]["state"]
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert sa[k].keys() == sb[k].keys()
+        for key in sa[k]:
+            x, y = sa[k][key], sb[k][key]
+            if hasattr(x, "float"):
+                x, y = x.float().numpy(), y.float().numpy()
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"{k} {key}")

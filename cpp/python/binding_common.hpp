@@ -87,6 +87,15 @@ inline nb::object bfloat16_view(nb::handle uint16_array) {
         .cast();
 }
 
+// The CPU core's refusal of an array in another device's memory (GPU arrays go to _cuda).
+template <class A>
+void require_cpu(const A& a, const char* role, size_t index) {
+    if (a.device_type() != nb::device::cpu::value)
+        throw Error(ErrorKind::invalid_value, std::string(role) + " " + std::to_string(index) +
+                                                  " is not in CPU memory; the CPU core takes "
+                                                  "host arrays only");
+}
+
 inline void check_count(size_t n, size_t expected, const char* what) {
     if (n != expected)
         throw Error(ErrorKind::invalid_value, "got " + std::to_string(n) + " " + what + " for " +

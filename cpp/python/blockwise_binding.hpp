@@ -77,14 +77,6 @@ std::vector<BlockwiseTensorRef> import_blockwise(
     return tensors;
 }
 
-template <class A>
-void require_cpu(const A& a, const char* role, size_t index) {
-    if (a.device_type() != nb::device::cpu::value)
-        throw Error(ErrorKind::invalid_value, std::string(role) + " " + std::to_string(index) +
-                                                  " is not in CPU memory; the CPU core takes "
-                                                  "host arrays only");
-}
-
 inline void adam_step_blockwise(const std::vector<Array>& params,
                                 const std::vector<ReadOnlyArray>& grads,
                                 const std::vector<Array>& exp_avgs,

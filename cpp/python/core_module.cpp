@@ -34,10 +34,7 @@ using namespace binding;
 
 template <class A>
 ArrayRef array_ref(const A& a, const char* role, size_t index) {
-    if (a.device_type() != nb::device::cpu::value)
-        throw Error(ErrorKind::invalid_value, std::string(role) + " " + std::to_string(index) +
-                                                  " is not in CPU memory; the CPU core takes "
-                                                  "host arrays only");
+    require_cpu(a, role, index);
     return array_ref_of(a, role, index);
 }
 

@@ -39,6 +39,7 @@ class Backend:
 
     name = "?"
     in_place = True  # False where arrays are immutable and step returns new ones
+    plans_lowp = False  # whether make_plan takes low-precision groups (Kahan, seeds, 16-bit state)
 
     def zeros(self, param, dtype_name: str):
         """A zero state array in the parameter's library, on its device, laid out like it."""
@@ -70,6 +71,7 @@ class CpuNative(Backend):
     """NumPy arrays and torch CPU tensors, stepped in place by the C++ core through DLPack."""
 
     name = "cpu"
+    plans_lowp = True  # its CpuPlan takes Kahan buffers, seeds and 16-bit state
 
     def __init__(self, core):
         self.core = core
@@ -127,10 +129,12 @@ class CpuNative(Backend):
         return None
 
     def _core_plan(self, tensors):
-        params, _, exp_avgs, exp_avg_sqs, max_sqs, index = zip(*(t[:6] for t in tensors))
+        params, _, exp_avgs, exp_avg_sqs, max_sqs, index, comps, seeds = zip(*tensors)
         has_max = any(m is not None for m in max_sqs)
         return self.core.CpuPlan([_exportable(p) for p in params], list(exp_avgs),
-                                 list(exp_avg_sqs), list(max_sqs) if has_max else [], list(index))
+                                 list(exp_avg_sqs), list(max_sqs) if has_max else [], list(index),
+                                 list(comps) if any(c is not None for c in comps) else [],
+                                 list(seeds) if any(seeds) else [])
 
 
 class _TorchGrads:

@@ -416,7 +416,7 @@ def _steady_plan(opt: Adam, grads) -> _steady.SteadyPlan | None:
     i = 0
     for k, group in enumerate(opt.param_groups):
         for p in group["params"]:
-            slots.append(_steady.Slot(p, opt.state[i], len(groups), i))
+            slots.append(_steady.Slot(p, opt.state[i], len(groups), i, i))
             i += 1
         groups.append((k, group))
     return _steady.SteadyPlan.build(slots, groups, _steady.IntSteps, list(map(type, grads)))

@@ -37,10 +37,16 @@ from ._dispatch import StepTensor, backend_for, bump_versions
 
 
 def needs_general_path(group: dict) -> bool:
-    """True for a param group that steps through the general step only (options no native
-    plan implements: the low-precision modes and 8-bit state). Checked when a plan is made and
-    before each of its steps."""
-    return _lowp.uses_lowp(group) or _blockwise.is_quantized(group)
+    """True for a param group that steps through the general step only (8-bit state, which no
+    native plan implements). Checked when a plan is made and before each of its steps."""
+    return _blockwise.is_quantized(group)
+
+
+def lowp_options(group: dict) -> tuple:
+    """What a plan's arrays and seeds were made for: a change to any of these ends the plan
+    (16-bit state is another array, Kahan summation another buffer, the seed another stream)."""
+    return (group.get("state_dtype"), bool(group.get("kahan_summation")),
+            bool(group.get("stochastic_rounding")), group.get("rounding_seed", 0))
 
 
 # Every key of a param group whose value a steady step reads (the hyperparameters, their flags,
@@ -48,7 +54,7 @@ def needs_general_path(group: dict) -> bool:
 # the hyperparameters built from them hold (tests/test_steady.py checks that no other is read).
 GROUP_KEYS = ("lr", "betas", "eps", "weight_decay", "max_lr", "decoupled_weight_decay",
               "decouple_lr", "amsgrad", "maximize", "check_finite", "state_dtype",
-              "kahan_summation", "stochastic_rounding")
+              "kahan_summation", "stochastic_rounding", "rounding_seed")
 _IMMUTABLE = (float, int, str, type(None), np.generic)
 _ABSENT = object()  # a key the group lacks
 _PLACEHOLDER = _hparams.StepHParams(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1, 0)  # never used (_watch_groups)
@@ -63,13 +69,24 @@ def _cacheable(value) -> bool:
 
 
 class Slot(NamedTuple):
-    """A param the plan steps: the array, its state dict, its group's position and the key of
-    its state dict in the front end's state mapping."""
+    """A param the plan steps: the array, its state dict, its group's position, the key of its
+    state dict in the front end's state mapping and its position among all groups' params."""
 
     param: object  # what the backend writes (a DTensor's local shard, a detached tensor, ...)
     state: dict
     group: int  # index into the plan's groups
     key: object  # opt.state[key] is state: the param's index (adamcore.Adam), the param (torch)
+    index: int  # stochastic rounding's stream (_lowp.tensor_seed)
+
+
+def state_keys(group: dict) -> tuple:
+    """The keys of the state arrays a plan holds for a param of this group."""
+    keys = ("exp_avg", "exp_avg_sq")
+    if group["amsgrad"]:
+        keys += ("max_exp_avg_sq",)
+    if group.get("kahan_summation"):
+        keys += (_lowp.KAHAN_KEY,)
+    return keys
 
 
 _is = operator.is_
@@ -77,8 +94,6 @@ _is = operator.is_
 # Python cost ~20 us, a tenth of a 1M-element step on two threads)
 _same_items = _core._steady.same_items
 _shape = operator.attrgetter("shape")
-_WITHOUT_MAX = operator.itemgetter("exp_avg", "exp_avg_sq")
-_WITH_MAX = operator.itemgetter("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
 class IntSteps:
@@ -137,16 +152,13 @@ class SteadyPlan:
         self.native = native
         self.params = [s.param for s in slots]
         self.states = [s.state for s in slots]
-        self.getters = [_WITH_MAX if groups[s.group][1]["amsgrad"] else _WITHOUT_MAX
-                        for s in slots]
+        names = [state_keys(groups[s.group][1]) for s in slots]
+        self.getters = [operator.itemgetter(*k) for k in names]
         # the state keys, where every param has the same (one call checks all, see step)
-        self.keys = None
-        if len(set(self.getters)) == 1:
-            self.keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")[:3 if self.getters[0] is
-                                                                      _WITH_MAX else 2]
+        self.keys = names[0] if len(set(names)) == 1 else None
         self.arrays = list(chain.from_iterable(map(operator.call, self.getters, self.states)))
         self.groups = groups  # (index among the front end's param groups, the group dict)
-        self.flags = [(g["amsgrad"], bool(g["check_finite"])) for _, g in groups]
+        self.flags = [(g["amsgrad"], bool(g["check_finite"]), lowp_options(g)) for _, g in groups]
         self._group_steps = group_steps
         self.check_finite = self.flags[0][1]
         self.counters = counters
@@ -172,8 +184,6 @@ class SteadyPlan:
         # step ~50 us (bench/NOTES.md, CPU section 8)
         self.watched = self.numpy and isinstance(counters, IntSteps) and hasattr(native, "watch")
         if self.watched:
-            names = [("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if g is _WITH_MAX
-                     else ("exp_avg", "exp_avg_sq") for g in self.getters]
             native.watch(self.params, self.state_keys, self.states, names, self.arrays, "step",
                          _memory.CLAIMS, self.claimed)
             self._watch_groups(group_steps)
@@ -221,12 +231,18 @@ class SteadyPlan:
                 return None
             backends.add(backend_for(p))
             steps[s.group].add(steps_kind.count(s.state))
-            amsgrad = groups[s.group][1]["amsgrad"]
-            tensors.append(StepTensor(p, None, s.state["exp_avg"], s.state["exp_avg_sq"],
-                                      s.state["max_exp_avg_sq"] if amsgrad else None, s.group))
+            group = groups[s.group][1]
+            tensors.append(StepTensor(
+                p, None, s.state["exp_avg"], s.state["exp_avg_sq"],
+                s.state["max_exp_avg_sq"] if group["amsgrad"] else None, s.group,
+                s.state[_lowp.KAHAN_KEY] if group.get("kahan_summation") else None,
+                _lowp.tensor_seed(group, s.index) if group.get("stochastic_rounding") else 0))
         if len(backends) != 1 or any(len(k) != 1 for k in steps):
             return None
-        native = backends.pop().make_plan(tensors)
+        backend = backends.pop()
+        if not backend.plans_lowp and any(_lowp.uses_lowp(g) for _, g in groups):
+            return None  # its native plan has no low-precision modes: the general step
+        native = backend.make_plan(tensors)
         if native is None:
             return None
         return cls(native, slots, groups, [k.pop() for k in steps],
@@ -307,7 +323,7 @@ class SteadyPlan:
         hparams = []
         for (k, group), flags, step in zip(self.groups, self.flags, self.group_steps):
             if (k >= len(groups) or groups[k] is not group
-                    or (group["amsgrad"], bool(group["check_finite"])) != flags
+                    or (group["amsgrad"], bool(group["check_finite"]), lowp_options(group)) != flags
                     or needs_general_path(group)):
                 return None
             hparams.append(_hparams.step_hparams(group if plain is None else plain(group),

@@ -410,13 +410,15 @@ def _steady_plan(opt: Adam, grads: list) -> _steady.SteadyPlan | None:
     successful general step. FSDP2's DTensors step their local shards through the general
     step."""
     slots, groups = [], []
+    i = -1
     for k, group in enumerate(opt.param_groups):
         start = len(slots)
         for p in group["params"]:
+            i += 1  # the param's position among all groups' params, as the general step counts
             if p.grad is not None:
                 if _is_dtensor(p):
                     return None
-                slots.append(_steady.Slot(p, opt.state[p], len(groups), p))
+                slots.append(_steady.Slot(p, opt.state[p], len(groups), p, i))
         if len(slots) > start:
             groups.append((k, group))
     return _steady.SteadyPlan.build(slots, groups, _steady.TensorSteps, list(map(type, grads)))
