@@ -90,6 +90,10 @@ def _grad_ndarray_subclass(opt, params, grads):
     grads[1] = grads[1].view(Sub)
 
 
+def _grad_other_rank(opt, params, grads):
+    grads[0] = grads[0].reshape(7, 1)
+
+
 def _grad_wrong_shape(opt, params, grads):
     grads[2] = np.ones(3, np.float32)
 
@@ -143,7 +147,7 @@ EDITS = [_nothing, _replace_param, _replace_state_array, _reset_counter, _equal_
          _copy_state_dict, _new_state_mapping, _delete_state_key, _delete_counter,
          _reshape_param, _read_only_param, _grads_as_tuple, _grad_float64, _grad_strided,
          _grad_fortran_order, _grad_byte_swapped, _grad_read_only, _grad_float16,
-         _grad_ndarray_subclass, _grad_wrong_shape,
+         _grad_ndarray_subclass, _grad_other_rank, _grad_wrong_shape,
          _grad_a_list, _one_grad_missing, _lr_edited, _eps_edited_to_none, _maximize_on,
          _betas_edited, _weight_decay_edited, _group_replaced, _amsgrad_on,
          _grad_not_finite_with_check]

@@ -105,10 +105,14 @@ public:
         std::vector<nb::object> held(tensors_.size());
         std::vector<ReadOnlyArray> imported;  // those NumPy's fields do not describe directly
         std::vector<ArrayRef> grad_refs(tensors_.size());
+        std::vector<int64_t> grad_shapes;  // the grads' shapes, copied (numpy_grad_ref)
+        size_t dims = 0;
+        for (const TensorRef& t : tensors_) dims += static_cast<size_t>(t.param.ndim);
+        grad_shapes.reserve(dims);  // a grad of another rank takes nanobind's import
         for (size_t i = 0; i < tensors_.size(); ++i) {
             if (!numpy_pair_holds(i, param_items[i], grad_items[i])) return 0;
             held[i] = nb::borrow(grad_items[i]);
-            if (numpy_grad_ref(grad_items[i], grad_refs[i])) continue;
+            if (numpy_grad_ref(grad_items[i], grad_refs[i], grad_shapes)) continue;
             if (imported.empty()) imported.reserve(tensors_.size());  // no reallocation below
             if (!nb::try_cast(nb::handle(grad_items[i]), imported.emplace_back(), false))
                 return 0;

@@ -10,6 +10,7 @@
 #include <nanobind/nanobind.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "adamcore/core.hpp"
 
@@ -80,9 +81,10 @@ inline bool numpy_matches(PyObject* obj, const ArrayRef& ref) {
 // NumPy array of float16, float32 or float64 in native byte order (what grads nearly always
 // are): the steady step's import of its grads, ~0.02 us against ~0.18 us through nanobind's
 // DLPack import. False for anything else, which the caller imports through nanobind. The
-// ArrayRef points into obj (its shape): the caller keeps obj alive while it is used.
-inline bool numpy_grad_ref(PyObject* obj, ArrayRef& out) {
-    static_assert(sizeof(Py_ssize_t) == sizeof(int64_t), "NumPy's dimensions are int64");
+// shape is copied to the end of `shapes` (reserved by the caller so that it never reallocates:
+// a reshape of the array by another thread while the GIL is released cannot move it); the
+// caller keeps obj alive while the ArrayRef is used.
+inline bool numpy_grad_ref(PyObject* obj, ArrayRef& out, std::vector<int64_t>& shapes) {
     if (!PyObject_TypeCheck(obj, ndarray_type())) return false;
     const auto* a = reinterpret_cast<const numpy_abi::Array*>(obj);
     constexpr int needed = numpy_abi::c_contiguous | numpy_abi::aligned;
@@ -94,9 +96,12 @@ inline bool numpy_grad_ref(PyObject* obj, ArrayRef& out) {
         case 'd': out.dtype = DType::float64; break;
         default: return false;
     }
+    if (shapes.size() + static_cast<size_t>(a->nd) > shapes.capacity()) return false;
     out.data = a->data;
     out.ndim = a->nd;
-    out.shape = reinterpret_cast<const int64_t*>(a->dimensions);
+    const size_t first = shapes.size();
+    shapes.insert(shapes.end(), a->dimensions, a->dimensions + a->nd);
+    out.shape = shapes.data() + first;
     out.strides = nullptr;  // C-contiguous
     return true;
 }
