@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import adamcore
-from adamcore import _steady
+from adamcore import _blockwise, _steady
 
 
 def _replace_param(opt, params, grads):
@@ -94,6 +94,19 @@ def _grad_other_rank(opt, params, grads):
     grads[0] = grads[0].reshape(7, 1)
 
 
+def _int8_off(opt, params, grads):
+    opt.param_groups[0]["state_dtype"] = None
+
+
+def _int8_on(opt, params, grads):
+    opt.param_groups[0]["state_dtype"] = "int8_blockwise"
+
+
+def _replace_codes(opt, params, grads):
+    if "exp_avg_absmax" in opt.state[1]:
+        opt.state[1]["exp_avg_absmax"] = opt.state[1]["exp_avg_absmax"] * 2
+
+
 def _grad_wrong_shape(opt, params, grads):
     grads[2] = np.ones(3, np.float32)
 
@@ -150,20 +163,24 @@ EDITS = [_nothing, _replace_param, _replace_state_array, _reset_counter, _equal_
          _grad_ndarray_subclass, _grad_other_rank, _grad_wrong_shape,
          _grad_a_list, _one_grad_missing, _lr_edited, _eps_edited_to_none, _maximize_on,
          _betas_edited, _weight_decay_edited, _group_replaced, _amsgrad_on,
-         _grad_not_finite_with_check]
+         _grad_not_finite_with_check, _int8_off, _int8_on, _replace_codes]
 
 
-def _run(edit, plans: bool, monkeypatch, shapes):
+def _run(edit, plans: bool, monkeypatch, shapes, state_dtype=None):
     rng = np.random.default_rng(0)
     params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     with monkeypatch.context() as m:
         if not plans:
             m.setattr(_steady.SteadyPlan, "build", classmethod(lambda *a, **k: None))
-        opt = adamcore.AdamW(params, lr=0.1, weight_decay=0.1)
+        opt = adamcore.AdamW(params, lr=0.1, weight_decay=0.1, state_dtype=state_dtype)
         for _ in range(3):
             opt.step([rng.standard_normal(p.shape).astype(np.float32) for p in params])
         if plans:
-            assert opt._steady is not None and opt._steady.watched
+            assert opt._steady is not None
+            if state_dtype == "int8_blockwise":
+                assert isinstance(opt._steady.native, _blockwise.Plan)
+            else:
+                assert opt._steady.watched
         grads = [rng.standard_normal(p.shape).astype(np.float32) for p in params]
         grads = edit(opt, params, grads) or grads  # an edit may return other grads
         before = copy.deepcopy((params, opt.state))
@@ -180,11 +197,13 @@ def _run(edit, plans: bool, monkeypatch, shapes):
         return error, params, opt.state
 
 
+@pytest.mark.parametrize("state_dtype", [None, "int8_blockwise"], ids=["float", "int8"])
 @pytest.mark.parametrize("edit", EDITS, ids=lambda f: f.__name__.strip("_"))
-def test_an_edit_between_steps_gives_what_the_general_step_gives(edit, monkeypatch):
+def test_an_edit_between_steps_gives_what_the_general_step_gives(edit, state_dtype,
+                                                                 monkeypatch):
     shapes = [(7,), (17,), (2, 5)]
-    planned = _run(edit, True, monkeypatch, shapes)
-    general = _run(edit, False, monkeypatch, shapes)
+    planned = _run(edit, True, monkeypatch, shapes, state_dtype)
+    general = _run(edit, False, monkeypatch, shapes, state_dtype)
     assert planned[0] == general[0]
     np.testing.assert_equal(planned[1], general[1])
     np.testing.assert_equal(planned[2], general[2])
@@ -387,3 +406,20 @@ def test_low_precision_groups_step_on_the_plan_as_the_general_step_does(mode, ed
             if hasattr(x, "float"):
                 x, y = x.float().numpy(), y.float().numpy()
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=f"{k} {key}")
+
+
+@pytest.mark.parametrize("state_dtype", [None, "int8_blockwise"], ids=["float", "int8"])
+def test_a_non_finite_grad_on_the_plan_with_check_finite_on_writes_nothing(state_dtype):
+    """check_finite on from the start: the plan itself must refuse the NaN grad."""
+    rng = np.random.default_rng(3)
+    params = [rng.standard_normal(n).astype(np.float32) for n in (5, 300)]
+    opt = adamcore.Adam(params, lr=0.1, check_finite=True, state_dtype=state_dtype)
+    for _ in range(3):
+        opt.step([np.ones_like(p) for p in params])
+    assert opt._steady is not None
+    grads = [np.ones_like(p) for p in params]
+    grads[1][7] = np.nan
+    before = copy.deepcopy((params, opt.state))
+    with pytest.raises(FloatingPointError, match="grad 1 holds inf or NaN"):
+        opt.step(grads)
+    np.testing.assert_equal((params, opt.state), before)

@@ -326,3 +326,37 @@ def step(work: list) -> None:
     if not all(type(w.param) is np.ndarray for w in work):
         written = [x for args in calls.values() for arrays in (args[0], *args[2:6]) for x in arrays]
         bump_versions([x for x in written if type(x).__module__.startswith("torch")])
+
+
+class Plan:
+    """The steady plan's native side for 8-bit groups of NumPy params (adamcore.Adam): the
+    arrays' lists built once; each step is one call of the CPU core, which imports and
+    validates every array again (so a param reshaped or made read-only in place is refused
+    before any write, and the general step then says why). Made by ``make_plan``."""
+
+    def __init__(self, params, codes_m, codes_v, absmax_m, absmax_v, index):
+        self.arrays = (params, codes_m, codes_v, absmax_m, absmax_v)
+        self.index = index
+
+    def holds(self, params, grads) -> bool:
+        """Whether the grads are NumPy arrays (the core checks the rest)."""
+        return all(type(g) is np.ndarray for g in grads)
+
+    def step(self, grads, hparams, check_finite: bool) -> None:
+        from . import _core
+
+        params, codes_m, codes_v, absmax_m, absmax_v = self.arrays
+        _core.adam_step_blockwise(params, grads if type(grads) is list else list(grads),
+                                  codes_m, codes_v, absmax_m, absmax_v, self.index,
+                                  [tuple(h) for h in hparams], check_finite)
+
+
+def make_plan(params: list, states: list[dict], index: list[int]) -> Plan | None:
+    """A Plan over these params and their 8-bit states, or None where the general step must take
+    them: params that are not plain NumPy arrays in float16 or float32 (ml_dtypes bfloat16 goes
+    to the core as single-use views; torch and CUDA params keep the general step)."""
+    if not all(type(p) is np.ndarray and p.dtype.kind == "f" for p in params):
+        return None
+    return Plan(list(params), [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                [s["exp_avg_absmax"] for s in states],
+                [s["exp_avg_sq_absmax"] for s in states], index)

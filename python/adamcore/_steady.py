@@ -20,8 +20,9 @@ counters: each object is then touched once per step instead of once per check.
 
 Whenever anything changed, or an input is unusual, ``step`` returns False having written
 nothing and the front end runs the general step, which validates everything and raises the
-precise error, if there is one, then builds a new plan. ``needs_general_path`` is the one place
-that says a group never takes a plan.
+precise error, if there is one, then builds a new plan. ``build`` says which optimizers take
+none. Groups with 8-bit state have their own native side (``_blockwise.Plan``: one call of the
+core per step, which imports and validates every array again).
 """
 
 from __future__ import annotations
@@ -34,12 +35,6 @@ import numpy as np
 
 from . import _arrays, _blockwise, _core, _hparams, _lowp, _memory
 from ._dispatch import StepTensor, backend_for, bump_versions
-
-
-def needs_general_path(group: dict) -> bool:
-    """True for a param group that steps through the general step only (8-bit state, which no
-    native plan implements). Checked when a plan is made and before each of its steps."""
-    return _blockwise.is_quantized(group)
 
 
 def lowp_options(group: dict) -> tuple:
@@ -81,6 +76,8 @@ class Slot(NamedTuple):
 
 def state_keys(group: dict) -> tuple:
     """The keys of the state arrays a plan holds for a param of this group."""
+    if _blockwise.is_quantized(group):
+        return ("exp_avg", "exp_avg_sq", "exp_avg_absmax", "exp_avg_sq_absmax")
     keys = ("exp_avg", "exp_avg_sq")
     if group["amsgrad"]:
         keys += ("max_exp_avg_sq",)
@@ -216,12 +213,16 @@ class SteadyPlan:
     def build(cls, slots: list[Slot], groups: list[tuple[int, dict]], steps_kind,
               grad_types: list[type]) -> SteadyPlan | None:
         """A plan over these params, or None where the general step must take them: complex
-        params (stepped as real views), several backends, a backend without plans, groups
-        whose params differ in step count or that ``needs_general_path``, mixed check_finite."""
+        params (stepped as real views), several backends, a backend without plans (or without
+        low-precision modes, for such groups), groups whose params differ in step count, mixed
+        check_finite, 8-bit groups beside float ones or of params other than NumPy's."""
         if not slots or len({bool(g["check_finite"]) for _, g in groups}) != 1:
             return None
-        if any(needs_general_path(g) for _, g in groups):
-            return None
+        quantized = {_blockwise.is_quantized(g) for _, g in groups}
+        if quantized == {True}:
+            return cls._build_quantized(slots, groups, steps_kind, grad_types)
+        if quantized != {False}:
+            return None  # 8-bit and float groups in one optimizer: the general step
         steps: list[set] = [set() for _ in groups]
         backends = set()
         tensors = []
@@ -243,6 +244,24 @@ class SteadyPlan:
         if not backend.plans_lowp and any(_lowp.uses_lowp(g) for _, g in groups):
             return None  # its native plan has no low-precision modes: the general step
         native = backend.make_plan(tensors)
+        if native is None:
+            return None
+        return cls(native, slots, groups, [k.pop() for k in steps],
+                   steps_kind([s.state for s in slots]), grad_types,
+                   _arrays.library(slots[0].param))
+
+    @classmethod
+    def _build_quantized(cls, slots, groups, steps_kind, grad_types) -> SteadyPlan | None:
+        """The plan of an optimizer whose groups all keep 8-bit state (_blockwise.Plan)."""
+        steps: list[set] = [set() for _ in groups]
+        for s in slots:
+            if "exp_avg_absmax" not in s.state:
+                return None
+            steps[s.group].add(steps_kind.count(s.state))
+        if any(len(k) != 1 for k in steps):
+            return None
+        native = _blockwise.make_plan([s.param for s in slots], [s.state for s in slots],
+                                      [s.group for s in slots])
         if native is None:
             return None
         return cls(native, slots, groups, [k.pop() for k in steps],
@@ -323,8 +342,7 @@ class SteadyPlan:
         hparams = []
         for (k, group), flags, step in zip(self.groups, self.flags, self.group_steps):
             if (k >= len(groups) or groups[k] is not group
-                    or (group["amsgrad"], bool(group["check_finite"]), lowp_options(group)) != flags
-                    or needs_general_path(group)):
+                    or (group["amsgrad"], bool(group["check_finite"]), lowp_options(group)) != flags):
                 return None
             hparams.append(_hparams.step_hparams(group if plain is None else plain(group),
                                                  step + 1, checked=False))
