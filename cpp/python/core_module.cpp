@@ -50,7 +50,9 @@ public:
                 std::move(seeds)),
           tensors_(held_.tensors([](const auto& a, const char* role, size_t i) {
               return array_ref(a, role, i);
-          })) {}
+          })) {
+        for (const TensorRef& t : tensors_) param_dims_ += static_cast<size_t>(t.param.ndim);
+    }
 
     void step(const std::vector<ReadOnlyArray>& grads, const std::vector<HParamsTuple>& hparams,
               bool check_finite) {
@@ -106,9 +108,7 @@ public:
         std::vector<ReadOnlyArray> imported;  // those NumPy's fields do not describe directly
         std::vector<ArrayRef> grad_refs(tensors_.size());
         std::vector<int64_t> grad_shapes;  // the grads' shapes, copied (numpy_grad_ref)
-        size_t dims = 0;
-        for (const TensorRef& t : tensors_) dims += static_cast<size_t>(t.param.ndim);
-        grad_shapes.reserve(dims);  // a grad of another rank takes nanobind's import
+        grad_shapes.reserve(param_dims_);  // a grad of another rank takes nanobind's import
         for (size_t i = 0; i < tensors_.size(); ++i) {
             if (!numpy_pair_holds(i, param_items[i], grad_items[i])) return 0;
             held[i] = nb::borrow(grad_items[i]);
@@ -181,6 +181,7 @@ private:
 
     HeldArrays held_;
     std::vector<TensorRef> tensors_;
+    size_t param_dims_ = 0;  // the params' ranks summed: room for the grads' shapes
     // steady_step's Python objects (set by watch and watch_groups), and its claim
     std::optional<SteadyWatch> watch_;
     std::optional<GroupWatch> groups_;

@@ -44,14 +44,15 @@ inline PyTypeObject* ndarray_type() {
     return type;
 }
 
-// NumPy's type character of each dtype the core takes (float16 'e', float32 'f', float64 'd');
-// bfloat16 is no built-in NumPy dtype.
-inline char numpy_type_char(DType dtype) {
-    switch (dtype) {
-        case DType::float16: return 'e';
-        case DType::float32: return 'f';
-        case DType::float64: return 'd';
-        default: return 0;
+// The core's dtype of a NumPy dtype it takes (float16 'e', float32 'f', float64 'd', in native
+// byte order), or false; bfloat16 is no built-in NumPy dtype.
+inline bool numpy_dtype(const numpy_abi::Descr* d, DType& out) {
+    if (d->byteorder == (PY_LITTLE_ENDIAN ? '>' : '<')) return false;
+    switch (d->type) {
+        case 'e': out = DType::float16; return true;
+        case 'f': out = DType::float32; return true;
+        case 'd': out = DType::float64; return true;
+        default: return false;
     }
 }
 
@@ -62,10 +63,8 @@ inline bool numpy_matches(PyObject* obj, const ArrayRef& ref) {
     const auto* a = reinterpret_cast<const numpy_abi::Array*>(obj);
     if (!(a->flags & numpy_abi::writeable) || a->data != ref.data || a->nd != ref.ndim)
         return false;
-    const numpy_abi::Descr* d = a->descr;
-    const char type = numpy_type_char(ref.dtype);
-    const char foreign = PY_LITTLE_ENDIAN ? '>' : '<';
-    if (type == 0 || d->type != type || d->byteorder == foreign) return false;
+    DType dtype;
+    if (!numpy_dtype(a->descr, dtype) || dtype != ref.dtype) return false;
     const int64_t itemsize = ref.dtype == DType::float16 ? 2 : ref.dtype == DType::float32 ? 4 : 8;
     int64_t contiguous = itemsize;  // for refs without strides (C-contiguous)
     for (int k = a->nd - 1; k >= 0; --k) {
@@ -88,14 +87,7 @@ inline bool numpy_grad_ref(PyObject* obj, ArrayRef& out, std::vector<int64_t>& s
     if (!PyObject_TypeCheck(obj, ndarray_type())) return false;
     const auto* a = reinterpret_cast<const numpy_abi::Array*>(obj);
     constexpr int needed = numpy_abi::c_contiguous | numpy_abi::aligned;
-    const char foreign = PY_LITTLE_ENDIAN ? '>' : '<';
-    if ((a->flags & needed) != needed || a->descr->byteorder == foreign) return false;
-    switch (a->descr->type) {
-        case 'e': out.dtype = DType::float16; break;
-        case 'f': out.dtype = DType::float32; break;
-        case 'd': out.dtype = DType::float64; break;
-        default: return false;
-    }
+    if ((a->flags & needed) != needed || !numpy_dtype(a->descr, out.dtype)) return false;
     if (shapes.size() + static_cast<size_t>(a->nd) > shapes.capacity()) return false;
     out.data = a->data;
     out.ndim = a->nd;

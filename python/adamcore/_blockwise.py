@@ -335,6 +335,9 @@ class Plan:
     before any write, and the general step then says why). Made by ``make_plan``."""
 
     def __init__(self, params, codes_m, codes_v, absmax_m, absmax_v, index):
+        from . import _core
+
+        self._step = _core.adam_step_blockwise
         self.arrays = (params, codes_m, codes_v, absmax_m, absmax_v)
         self.index = index
 
@@ -343,19 +346,19 @@ class Plan:
         return all(type(g) is np.ndarray for g in grads)
 
     def step(self, grads, hparams, check_finite: bool) -> None:
-        from . import _core
-
         params, codes_m, codes_v, absmax_m, absmax_v = self.arrays
-        _core.adam_step_blockwise(params, grads if type(grads) is list else list(grads),
-                                  codes_m, codes_v, absmax_m, absmax_v, self.index,
-                                  [tuple(h) for h in hparams], check_finite)
+        self._step(params, grads, codes_m, codes_v, absmax_m, absmax_v, self.index, hparams,
+                   check_finite)
 
 
 def make_plan(params: list, states: list[dict], index: list[int]) -> Plan | None:
     """A Plan over these params and their 8-bit states, or None where the general step must take
-    them: params that are not plain NumPy arrays in float16 or float32 (ml_dtypes bfloat16 goes
-    to the core as single-use views; torch and CUDA params keep the general step)."""
+    them: a state not (yet) in the 8-bit form, params that are not plain NumPy arrays in float16
+    or float32 (ml_dtypes bfloat16 goes to the core as single-use views; torch and CUDA params
+    keep the general step)."""
     if not all(type(p) is np.ndarray and p.dtype.kind == "f" for p in params):
+        return None
+    if not all("exp_avg_absmax" in s for s in states):
         return None
     return Plan(list(params), [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
                 [s["exp_avg_absmax"] for s in states],

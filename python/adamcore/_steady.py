@@ -37,11 +37,13 @@ from . import _arrays, _blockwise, _core, _hparams, _lowp, _memory
 from ._dispatch import StepTensor, backend_for, bump_versions
 
 
-def lowp_options(group: dict) -> tuple:
-    """What a plan's arrays and seeds were made for: a change to any of these ends the plan
-    (16-bit state is another array, Kahan summation another buffer, the seed another stream)."""
-    return (group.get("state_dtype"), bool(group.get("kahan_summation")),
-            bool(group.get("stochastic_rounding")), group.get("rounding_seed", 0))
+def plan_flags(group: dict) -> tuple:
+    """What a plan's arrays, seeds and checks were made for: a change to any of these ends the
+    plan (amsgrad's max is another array, 16-bit state another dtype, Kahan summation another
+    buffer, the seed another stream)."""
+    return (group["amsgrad"], bool(group["check_finite"]), group.get("state_dtype"),
+            bool(group.get("kahan_summation")), bool(group.get("stochastic_rounding")),
+            group.get("rounding_seed", 0))
 
 
 # Every key of a param group whose value a steady step reads (the hyperparameters, their flags,
@@ -155,7 +157,7 @@ class SteadyPlan:
         self.keys = names[0] if len(set(names)) == 1 else None
         self.arrays = list(chain.from_iterable(map(operator.call, self.getters, self.states)))
         self.groups = groups  # (index among the front end's param groups, the group dict)
-        self.flags = [(g["amsgrad"], bool(g["check_finite"]), lowp_options(g)) for _, g in groups]
+        self.flags = [plan_flags(g) for _, g in groups]
         self._group_steps = group_steps
         self.check_finite = self.flags[0][1]
         self.counters = counters
@@ -219,11 +221,25 @@ class SteadyPlan:
         if not slots or len({bool(g["check_finite"]) for _, g in groups}) != 1:
             return None
         quantized = {_blockwise.is_quantized(g) for _, g in groups}
-        if quantized == {True}:
-            return cls._build_quantized(slots, groups, steps_kind, grad_types)
-        if quantized != {False}:
+        if len(quantized) != 1:
             return None  # 8-bit and float groups in one optimizer: the general step
         steps: list[set] = [set() for _ in groups]
+        for s in slots:
+            steps[s.group].add(steps_kind.count(s.state))
+        if any(len(k) != 1 for k in steps):
+            return None
+        native = (_blockwise.make_plan([s.param for s in slots], [s.state for s in slots],
+                                       [s.group for s in slots])
+                  if quantized == {True} else cls._float_plan(slots, groups))
+        if native is None:
+            return None
+        return cls(native, slots, groups, [k.pop() for k in steps],
+                   steps_kind([s.state for s in slots]), grad_types,
+                   _arrays.library(slots[0].param))
+
+    @staticmethod
+    def _float_plan(slots: list[Slot], groups: list[tuple[int, dict]]):
+        """The backend's native plan over float state, or None."""
         backends = set()
         tensors = []
         for s in slots:
@@ -231,42 +247,18 @@ class SteadyPlan:
             if _arrays.dtype_name(p.dtype) in _arrays.COMPLEX_DTYPES:
                 return None
             backends.add(backend_for(p))
-            steps[s.group].add(steps_kind.count(s.state))
             group = groups[s.group][1]
             tensors.append(StepTensor(
                 p, None, s.state["exp_avg"], s.state["exp_avg_sq"],
                 s.state["max_exp_avg_sq"] if group["amsgrad"] else None, s.group,
                 s.state[_lowp.KAHAN_KEY] if group.get("kahan_summation") else None,
                 _lowp.tensor_seed(group, s.index) if group.get("stochastic_rounding") else 0))
-        if len(backends) != 1 or any(len(k) != 1 for k in steps):
+        if len(backends) != 1:
             return None
         backend = backends.pop()
         if not backend.plans_lowp and any(_lowp.uses_lowp(g) for _, g in groups):
             return None  # its native plan has no low-precision modes: the general step
-        native = backend.make_plan(tensors)
-        if native is None:
-            return None
-        return cls(native, slots, groups, [k.pop() for k in steps],
-                   steps_kind([s.state for s in slots]), grad_types,
-                   _arrays.library(slots[0].param))
-
-    @classmethod
-    def _build_quantized(cls, slots, groups, steps_kind, grad_types) -> SteadyPlan | None:
-        """The plan of an optimizer whose groups all keep 8-bit state (_blockwise.Plan)."""
-        steps: list[set] = [set() for _ in groups]
-        for s in slots:
-            if "exp_avg_absmax" not in s.state:
-                return None
-            steps[s.group].add(steps_kind.count(s.state))
-        if any(len(k) != 1 for k in steps):
-            return None
-        native = _blockwise.make_plan([s.param for s in slots], [s.state for s in slots],
-                                      [s.group for s in slots])
-        if native is None:
-            return None
-        return cls(native, slots, groups, [k.pop() for k in steps],
-                   steps_kind([s.state for s in slots]), grad_types,
-                   _arrays.library(slots[0].param))
+        return backend.make_plan(tensors)
 
     def _pointers(self) -> list:
         return [x.data_ptr() for x in self.written]
@@ -342,7 +334,7 @@ class SteadyPlan:
         hparams = []
         for (k, group), flags, step in zip(self.groups, self.flags, self.group_steps):
             if (k >= len(groups) or groups[k] is not group
-                    or (group["amsgrad"], bool(group["check_finite"]), lowp_options(group)) != flags):
+                    or plan_flags(group) != flags):
                 return None
             hparams.append(_hparams.step_hparams(group if plain is None else plain(group),
                                                  step + 1, checked=False))
